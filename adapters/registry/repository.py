@@ -1,0 +1,170 @@
+"""Queries and writes on the registry; the only module that builds SQL for the rest of the code."""
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, joinedload, sessionmaker
+
+from adapters.registry.models import Adapter, AdapterStatus, ApiKey, BaseModel, BaseVersion, Tenant
+from server.errors import ConflictError, InvalidRequestError, NotFoundError
+from server.tenancy.api_keys import display_prefix, hash_api_key, new_api_key
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def check_name(kind: str, name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise InvalidRequestError(
+            f"{kind} name {name!r} is invalid: use 1-128 letters, digits, '.', '_', ':' or '-', "
+            "starting with a letter or digit", param="name")
+    return name
+
+
+def split_ref(ref: str) -> tuple[str, int | None]:
+    """``name@3`` -> ("name", 3); ``name`` -> ("name", None)."""
+    name, sep, version = ref.rpartition("@")
+    if not sep:
+        return ref, None
+    if not version.isdigit():
+        raise InvalidRequestError(f"version in {ref!r} must be a positive integer", param="model")
+    return name, int(version)
+
+
+class Registry:
+    def __init__(self, sessions: sessionmaker[Session]):
+        self._sessions = sessions
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as s:
+            yield s
+
+    # --- tenants and keys -------------------------------------------------------------
+    def create_tenant(self, name: str) -> tuple[Tenant, str]:
+        check_name("tenant", name)
+        try:
+            with self.session() as s:
+                tenant = Tenant(name=name)
+                s.add(tenant)
+                s.flush()
+                key = self._add_key(s, tenant)
+            return tenant, key
+        except IntegrityError:
+            raise ConflictError(f"tenant {name!r} already exists", code="tenant_exists") from None
+
+    def create_api_key(self, tenant_name: str) -> str:
+        with self.session() as s:
+            return self._add_key(s, self._tenant(s, tenant_name))
+
+    def _add_key(self, s: Session, tenant: Tenant) -> str:
+        key = new_api_key()
+        s.add(ApiKey(tenant_id=tenant.id, key_hash=hash_api_key(key), prefix=display_prefix(key)))
+        return key
+
+    def _tenant(self, s: Session, name: str) -> Tenant:
+        tenant = s.scalar(select(Tenant).where(Tenant.name == name))
+        if tenant is None:
+            raise NotFoundError(f"tenant {name!r} does not exist", code="tenant_not_found")
+        return tenant
+
+    def get_tenant(self, name: str) -> Tenant:
+        with self.session() as s:
+            return self._tenant(s, name)
+
+    def list_tenants(self) -> list[Tenant]:
+        with self.session() as s:
+            return list(s.scalars(select(Tenant).order_by(Tenant.id)))
+
+    def tenant_for_key(self, key: str) -> Tenant | None:
+        with self.session() as s:
+            return s.scalar(
+                select(Tenant).join(ApiKey).where(ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None))
+            )
+
+    # --- base models ------------------------------------------------------------------
+    def add_base_version(self, name: str, version: int | None, *, path: str, fingerprint: str,
+                         architecture: dict, source: str) -> BaseVersion:
+        check_name("base model", name)
+        with self.session() as s:
+            base = s.scalar(select(BaseModel).where(BaseModel.name == name))
+            if base is None:
+                base = BaseModel(name=name)
+                s.add(base)
+                s.flush()
+            latest = s.scalar(select(func.max(BaseVersion.version)).where(BaseVersion.base_model_id == base.id)) or 0
+            version = version or latest + 1
+            if s.scalar(select(BaseVersion).where(BaseVersion.base_model_id == base.id, BaseVersion.version == version)):
+                raise ConflictError(f"base model {name}@{version} already exists", code="base_version_exists")
+            row = BaseVersion(base_model_id=base.id, version=version, path=path, fingerprint=fingerprint,
+                              architecture=architecture, source=source)
+            s.add(row)
+            s.flush()
+            s.refresh(row, ["base_model"])
+            return row
+
+    def find_base_version(self, name: str, version: int | None = None) -> BaseVersion | None:
+        with self.session() as s:
+            query = (select(BaseVersion).join(BaseModel).options(joinedload(BaseVersion.base_model))
+                     .where(BaseModel.name == name))
+            if version is not None:
+                query = query.where(BaseVersion.version == version)
+            return s.scalar(query.order_by(BaseVersion.version.desc()).limit(1))
+
+    def list_base_versions(self) -> list[BaseVersion]:
+        with self.session() as s:
+            return list(s.scalars(select(BaseVersion).options(joinedload(BaseVersion.base_model))
+                                  .order_by(BaseVersion.base_model_id, BaseVersion.version)))
+
+    def served_base_versions(self) -> list[BaseVersion]:
+        """The latest version of every base, plus any older version a ready adapter still uses."""
+        versions = self.list_base_versions()
+        latest = {}
+        for v in versions:
+            latest[v.base_model_id] = v
+        with self.session() as s:
+            in_use = set(s.scalars(select(Adapter.base_version_id).where(Adapter.status == AdapterStatus.ready)))
+        return [v for v in versions if v is latest[v.base_model_id] or v.id in in_use]
+
+    # --- adapters ---------------------------------------------------------------------
+    def add_adapter(self, tenant: Tenant, name: str, base_version: BaseVersion, **fields) -> Adapter:
+        check_name("adapter", name)
+        for _ in range(3):  # two writers racing for the same next version: retry
+            try:
+                with self.session() as s:
+                    latest = s.scalar(select(func.max(Adapter.version))
+                                      .where(Adapter.tenant_id == tenant.id, Adapter.name == name)) or 0
+                    row = Adapter(tenant_id=tenant.id, name=name, version=latest + 1,
+                                  base_version_id=base_version.id, **fields)
+                    s.add(row)
+                    s.flush()
+                    s.refresh(row, ["base_version", "tenant"])
+                    s.refresh(row.base_version, ["base_model"])
+                    return row
+            except IntegrityError:
+                continue
+        raise ConflictError(f"adapter {name!r} is being registered concurrently; try again", code="adapter_conflict")
+
+    def _adapter_query(self):
+        return select(Adapter).options(
+            joinedload(Adapter.base_version).joinedload(BaseVersion.base_model), joinedload(Adapter.tenant))
+
+    def resolve_adapter(self, tenant_id: int, name: str, version: int | None) -> Adapter | None:
+        """The ready adapter ``name`` (latest ready version, or exactly ``version``) of one tenant."""
+        with self.session() as s:
+            query = self._adapter_query().where(
+                Adapter.tenant_id == tenant_id, Adapter.name == name, Adapter.status == AdapterStatus.ready)
+            if version is not None:
+                query = query.where(Adapter.version == version)
+            return s.scalar(query.order_by(Adapter.version.desc()).limit(1))
+
+    def list_adapters(self, tenant_id: int | None = None, *, ready_only: bool = True) -> list[Adapter]:
+        with self.session() as s:
+            query = self._adapter_query()
+            if tenant_id is not None:
+                query = query.where(Adapter.tenant_id == tenant_id)
+            if ready_only:
+                query = query.where(Adapter.status == AdapterStatus.ready)
+            return list(s.scalars(query.order_by(Adapter.name, Adapter.version)))

@@ -1,0 +1,103 @@
+"""Content-addressed blob storage: the interface and the local-filesystem implementation.
+
+Blobs are named by their sha256, so identical uploads are stored once. Writes go to a temp
+file that is fsynced and renamed into place, so a crash leaves either no blob or a whole
+one. Reads verify the hash, so a corrupted blob is never served.
+"""
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+CHUNK = 1024 * 1024
+
+
+class BlobCorruptedError(Exception):
+    """A stored blob no longer matches its hash (an internal error, not the client's)."""
+
+
+class BlobStore(Protocol):
+    def put_stream(self, source: BinaryIO) -> tuple[str, int]:
+        """Store the bytes of ``source``; return (sha256, size)."""
+
+    def exists(self, sha256: str) -> bool: ...
+
+    def copy_to(self, sha256: str, dest: Path) -> None:
+        """Write the blob to ``dest`` (atomically), verifying its hash on the way."""
+
+    def delete(self, sha256: str) -> None: ...
+
+
+class LocalBlobStore:
+    def __init__(self, root: Path):
+        self.root = root
+        self._tmp = root / "tmp"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, sha256: str) -> Path:
+        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        return self.root / sha256[:2] / sha256
+
+    def put_stream(self, source: BinaryIO) -> tuple[str, int]:
+        digest, size = hashlib.sha256(), 0
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := source.read(CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            sha = digest.hexdigest()
+            final = self._path(sha)
+            final.parent.mkdir(exist_ok=True)
+            if final.exists():
+                os.unlink(tmp_name)
+            else:
+                os.replace(tmp_name, final)
+                _fsync_dir(final.parent)
+            return sha, size
+        except BaseException:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+            raise
+
+    def put_file(self, path: Path) -> tuple[str, int]:
+        with path.open("rb") as f:
+            return self.put_stream(f)
+
+    def exists(self, sha256: str) -> bool:
+        return self._path(sha256).is_file()
+
+    def copy_to(self, sha256: str, dest: Path) -> None:
+        digest = hashlib.sha256()
+        tmp = dest.with_name(dest.name + ".tmp")
+        with self._path(sha256).open("rb") as src, tmp.open("wb") as out:
+            while chunk := src.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != sha256:
+            tmp.unlink()
+            raise BlobCorruptedError(f"blob {sha256} is corrupted on disk")
+        os.replace(tmp, dest)
+
+    def delete(self, sha256: str) -> None:
+        self._path(sha256).unlink(missing_ok=True)
+
+    def clear_temp(self) -> None:
+        """Drop half-written temp files left by a crash (called at start-up)."""
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,81 @@
+"""The app factory: ``create_app(settings)`` builds the gateway with its own services."""
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from adapters.registration import AdapterRegistration
+from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
+from adapters.registry.repository import Registry
+from adapters.storage.blob_store import LocalBlobStore
+from adapters.storage.materialize import AdapterMaterializer
+from server.admin.api_router import router as admin_router
+from server.admin_key import load_or_create_admin_key
+from server.deps import Services
+from server.engine.pool import WorkerPool
+from server.errors import install_error_handlers
+from server.metrics import GatewayMetrics
+from server.openai_api.api_router import router as openai_router
+from server.openai_api.serving import OpenAIServing
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_services(settings: Settings) -> Services:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    upgrade_schema(engine)
+    registry = Registry(make_session_factory(engine))
+    blobs = LocalBlobStore(settings.blob_dir)
+    blobs.clear_temp()
+    metrics = GatewayMetrics(settings.metrics_adapter_label_limit)
+    pool = WorkerPool(settings, metrics)
+    materializer = AdapterMaterializer(blobs, settings.adapters_dir)
+    return Services(
+        settings=settings, registry=registry, pool=pool, metrics=metrics,
+        serving=OpenAIServing(registry, pool, materializer, metrics),
+        registration=AdapterRegistration(registry, blobs, max_rank=settings.max_lora_rank),
+        admin_key=load_or_create_admin_key(settings))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    services = build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for base in await asyncio.to_thread(services.registry.served_base_versions):
+            services.pool.ensure(base)
+        if not services.pool.slots:
+            log.warning("no base model is registered: run `peftserve base import` first")
+        yield
+        await services.pool.stop()
+
+    app = FastAPI(title="peftserve", version="0.1.0", lifespan=lifespan)
+    app.state.services = services
+    install_error_handlers(app)
+    app.include_router(openai_router)
+    app.include_router(admin_router)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict:
+        """The gateway process is up (workers may still be starting)."""
+        return {"status": "ok"}
+
+    @app.get("/ready", include_in_schema=False)
+    async def ready():
+        """Every served base version has a healthy worker."""
+        workers = {ref: s.worker.state.value for ref, s in services.pool.slots.items()}
+        ok = services.pool.all_ready
+        return JSONResponse({"ready": ok, "workers": workers}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

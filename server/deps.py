@@ -1,0 +1,63 @@
+"""FastAPI dependencies: the app's services and the caller's identity."""
+
+import asyncio
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from adapters.registration import AdapterRegistration
+from adapters.registry.models import Tenant
+from adapters.registry.repository import Registry
+from server.engine.pool import WorkerPool
+from server.errors import AuthenticationError, PermissionDeniedError
+from server.metrics import GatewayMetrics
+from server.openai_api.serving import OpenAIServing
+from server.settings import Settings
+
+
+@dataclass
+class Services:
+    """Everything a request handler may use; built once per app by ``create_app``."""
+
+    settings: Settings
+    registry: Registry
+    pool: WorkerPool
+    serving: OpenAIServing
+    registration: AdapterRegistration
+    metrics: GatewayMetrics
+    admin_key: str
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.")
+    return token.strip()
+
+
+async def get_tenant(request: Request, services: ServicesDep) -> Tenant:
+    key = _bearer(request)
+    tenant = await asyncio.to_thread(services.registry.tenant_for_key, key)
+    if tenant is None:
+        raise AuthenticationError("Incorrect API key provided.")
+    return tenant
+
+
+def require_admin(request: Request, services: ServicesDep) -> None:
+    key = _bearer(request)
+    if not hmac.compare_digest(key.encode(), services.admin_key.encode()):
+        raise PermissionDeniedError("This endpoint needs the admin key.")
+
+
+TenantDep = Annotated[Tenant, Depends(get_tenant)]
+AdminDep = Depends(require_admin)

@@ -1,0 +1,65 @@
+"""HTTP client for one vLLM OpenAI-server worker (the only code that speaks vLLM's API)."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+
+from server.errors import WorkerUnavailableError
+
+TRANSPORT_ERRORS = (httpx.TransportError,)
+
+
+class WorkerLoraError(Exception):
+    """The worker refused to load an adapter (an internal error once validation passed)."""
+
+
+class WorkerClient:
+    def __init__(self, name: str, url: str, *, timeout_s: float):
+        self.name = name
+        self.url = url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.url, timeout=httpx.Timeout(timeout_s, connect=5.0),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def healthy(self) -> bool:
+        try:
+            return (await self._http.get("/health", timeout=5.0)).status_code == 200
+        except TRANSPORT_ERRORS:
+            return False
+
+    async def load_lora(self, lora_name: str, path: str) -> None:
+        resp = await self._call("POST", "/v1/load_lora_adapter", {"lora_name": lora_name, "lora_path": path})
+        if resp.status_code == 400 and "already been loaded" in resp.text:
+            return  # our view was stale (e.g. after a gateway restart): it is resident, fine
+        if resp.status_code != 200:
+            raise WorkerLoraError(f"worker {self.name} could not load {lora_name}: {resp.status_code} {resp.text}")
+
+    async def unload_lora(self, lora_name: str) -> None:
+        resp = await self._call("POST", "/v1/unload_lora_adapter", {"lora_name": lora_name})
+        if resp.status_code not in (200, 404):
+            raise WorkerLoraError(f"worker {self.name} could not unload {lora_name}: {resp.status_code} {resp.text}")
+
+    async def loaded_loras(self) -> set[str]:
+        resp = await self._call("GET", "/v1/models")
+        return {m["id"] for m in resp.json()["data"] if m.get("parent")}
+
+    async def post(self, path: str, body: dict) -> httpx.Response:
+        return await self._call("POST", path, body)
+
+    @asynccontextmanager
+    async def stream(self, path: str, body: dict) -> AsyncIterator[httpx.Response]:
+        try:
+            async with self._http.stream("POST", path, json=body) as resp:
+                yield resp
+        except TRANSPORT_ERRORS as e:
+            raise WorkerUnavailableError(f"worker for this model is unavailable ({type(e).__name__}); retry shortly") from e
+
+    async def _call(self, method: str, path: str, body: dict | None = None) -> httpx.Response:
+        try:
+            return await self._http.request(method, path, json=body)
+        except TRANSPORT_ERRORS as e:
+            raise WorkerUnavailableError(f"worker for this model is unavailable ({type(e).__name__}); retry shortly") from e

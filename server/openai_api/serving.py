@@ -1,0 +1,145 @@
+"""Serve one completion or chat request: resolve the model, hold its adapter resident on the
+right worker, forward the request, and stream the answer back under the caller's names."""
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import httpx
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from adapters.registry.models import Tenant
+from adapters.registry.repository import Registry
+from adapters.storage.materialize import AdapterMaterializer
+from server.engine.pool import WorkerPool
+from server.engine.worker_process import WORKER_BASE_NAME
+from server.errors import PeftServeError, WorkerRequestError, WorkerUnavailableError
+from server.metrics import GatewayMetrics
+from server.openai_api.model_resolution import Target, resolve_model
+
+
+class _AdapterGone(Exception):
+    """The worker answered 404 for an adapter we believed resident (it restarted or evicted it)."""
+
+
+class OpenAIServing:
+    def __init__(self, registry: Registry, pool: WorkerPool, materializer: AdapterMaterializer,
+                 metrics: GatewayMetrics):
+        self.registry = registry
+        self.pool = pool
+        self.materializer = materializer
+        self.metrics = metrics
+
+    async def generate(self, tenant: Tenant, endpoint: str, body: dict):
+        started = time.perf_counter()
+        target = await asyncio.to_thread(resolve_model, self.registry, tenant, body["model"])
+        labels = self.metrics.labels(tenant.name, target.adapter_label, target.base_ref)
+        self.metrics.requests.labels(**labels, endpoint=endpoint).inc()
+        try:
+            for attempt in range(2):
+                try:
+                    return await self._forward(target, endpoint, body, labels, started)
+                except _AdapterGone:
+                    self.pool.ready_slot(target.base_ref).residency.forget(target.lora_name)
+            raise WorkerUnavailableError("the worker lost the adapter twice in a row; retry shortly")
+        except PeftServeError as e:
+            self.metrics.errors.labels(**labels, code=e.code).inc()
+            raise
+
+    async def _forward(self, target: Target, endpoint: str, body: dict, labels: dict, started: float):
+        slot = self.pool.ready_slot(target.base_ref)
+        worker_body = dict(body, model=target.lora_name or WORKER_BASE_NAME)
+        stream = bool(body.get("stream"))
+        client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        if stream:  # always ask for usage so token metrics are complete; dropped below if unasked
+            worker_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+
+        stack = AsyncExitStack()
+        try:
+            if target.adapter is not None:
+                await stack.enter_async_context(slot.residency.use(target.lora_name, self._adapter_path(target)))
+            if not stream:
+                resp = await slot.worker.client.post(endpoint, worker_body)
+                self._raise_for_worker_error(resp.status_code, resp.text, target)
+                data = resp.json()
+                data["model"] = target.public_name
+                self._count_usage(data.get("usage"), labels)
+                self.metrics.latency.labels(**labels).observe(time.perf_counter() - started)
+                return JSONResponse(data)
+            resp = await stack.enter_async_context(slot.worker.client.stream(endpoint, worker_body))
+            if resp.status_code != 200:
+                self._raise_for_worker_error(resp.status_code, (await resp.aread()).decode(errors="replace"), target)
+        except BaseException:
+            await stack.aclose()
+            raise
+        events = self._relay_stream(resp, stack, target, labels, started, client_wants_usage)
+        return StreamingResponse(events, media_type="text/event-stream")
+
+    def _adapter_path(self, target: Target):
+        async def path() -> str:
+            return str(await asyncio.to_thread(self.materializer.folder_for, target.adapter))
+        return path
+
+    async def _relay_stream(self, resp: httpx.Response, stack: AsyncExitStack, target: Target, labels: dict,
+                            started: float, client_wants_usage: bool) -> AsyncIterator[bytes]:
+        first = True
+        try:
+            async for line in resp.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                payload = line[6:]
+                if payload == "[DONE]":
+                    yield b"data: [DONE]\n\n"
+                    continue
+                chunk = json.loads(payload)
+                if "model" in chunk:
+                    chunk["model"] = target.public_name
+                usage = chunk.get("usage")
+                if usage:
+                    self._count_usage(usage, labels)
+                    if not client_wants_usage:
+                        if not chunk.get("choices"):
+                            continue
+                        chunk.pop("usage")
+                if first and chunk.get("choices"):
+                    first = False
+                    self.metrics.ttft.labels(**labels).observe(time.perf_counter() - started)
+                yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n".encode()
+        except (WorkerUnavailableError, httpx.TransportError) as e:
+            # Headers are already sent: tell the client in-band, in OpenAI's error shape.
+            code = "worker_unavailable"
+            self.metrics.errors.labels(**labels, code=code).inc()
+            message = f"the worker stopped mid-stream ({type(e).__name__}); retry the request"
+            error = {"error": {"message": message, "type": "service_unavailable_error", "code": code}}
+            yield f"data: {json.dumps(error)}\n\n".encode()
+        finally:
+            self.metrics.latency.labels(**labels).observe(time.perf_counter() - started)
+            await stack.aclose()
+
+    def _raise_for_worker_error(self, status: int, text: str, target: Target) -> None:
+        if status == 200:
+            return
+        if status == 404 and target.adapter is not None:
+            raise _AdapterGone()
+        message = _worker_error_message(text)
+        if target.lora_name:  # never leak internal adapter names
+            message = message.replace(target.lora_name, target.public_name)
+        if status == 404:
+            raise WorkerUnavailableError("the worker does not serve this base model right now; retry shortly")
+        if 400 <= status < 500:
+            raise WorkerRequestError(message, status_code=status)
+        raise WorkerRequestError(f"the worker failed: {message}", status_code=502, code="worker_error")
+
+    def _count_usage(self, usage: dict | None, labels: dict) -> None:
+        if usage:
+            self.metrics.prompt_tokens.labels(**labels).inc(usage.get("prompt_tokens") or 0)
+            self.metrics.generated_tokens.labels(**labels).inc(usage.get("completion_tokens") or 0)
+
+
+def _worker_error_message(text: str) -> str:
+    try:
+        return str(json.loads(text)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return text[:500] or "no details"

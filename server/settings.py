@@ -1,0 +1,97 @@
+"""All peftserve settings: one pydantic-settings class, env prefix ``PEFTSERVE_``."""
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Settings for the gateway, its workers and the CLI (env vars ``PEFTSERVE_<FIELD>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="PEFTSERVE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path(".peftserve")
+    """Root folder for the SQLite database, blob store, imported base models and worker logs."""
+
+    database_url: str | None = None
+    """SQLAlchemy URL of the registry; default ``sqlite:///<data_dir>/registry.db``."""
+
+    host: str = "127.0.0.1"
+    """Address the gateway listens on."""
+
+    port: int = 8000
+    """Port the gateway listens on."""
+
+    admin_key: str | None = None
+    """Key for ``/admin/``; when unset, one is generated on first start into ``<data_dir>/admin.key``."""
+
+    max_resident_adapters: int = Field(default=8, ge=1)
+    """Adapters kept loaded per worker; the least recently used idle one is unloaded beyond this."""
+
+    max_lora_rank: int = Field(default=16, ge=1)
+    """Largest LoRA rank accepted at registration and configured on the workers."""
+
+    max_loras_per_batch: int = Field(default=4, ge=1)
+    """vLLM ``--max-loras``: distinct adapters that can share one batch on a worker."""
+
+    worker_urls: dict[str, str] = Field(default_factory=dict)
+    """External workers, ``{"<base>@<version>": "http://host:port"}``; these are not started or supervised."""
+
+    worker_port_start: int = 8100
+    """First loopback port for the workers the gateway starts itself."""
+
+    worker_startup_timeout_s: float = 300.0
+    """How long a started worker may take to answer its health check."""
+
+    worker_health_interval_s: float = 2.0
+    """Seconds between health checks of each supervised worker."""
+
+    worker_restart_backoff_max_s: float = 30.0
+    """Upper bound of the exponential back-off between restarts of a crashed worker."""
+
+    worker_max_model_len: int = 2048
+    """vLLM ``--max-model-len`` for the workers."""
+
+    worker_extra_args: list[str] = Field(default_factory=list)
+    """Extra command-line arguments appended to every started vLLM worker."""
+
+    worker_env: dict[str, str] = Field(default_factory=dict)
+    """Extra environment variables for every started vLLM worker (e.g. ``VLLM_CPU_KVCACHE_SPACE``)."""
+
+    request_timeout_s: float = 600.0
+    """Upper bound on one proxied completion request to a worker."""
+
+    adapter_slot_wait_s: float = 60.0
+    """How long a request waits for a residency slot when every resident adapter is busy."""
+
+    metrics_adapter_label_limit: int = Field(default=100, ge=0)
+    """Distinct adapter label values in ``/metrics``; further adapters are counted as ``_other``."""
+
+    max_upload_bytes: int = 512 * 1024 * 1024
+    """Upper bound on one adapter's weight file."""
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> "Settings":
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{(self.data_dir / 'registry.db').as_posix()}"
+        if self.max_loras_per_batch > self.max_resident_adapters:
+            self.max_loras_per_batch = self.max_resident_adapters
+        return self
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def bases_dir(self) -> Path:
+        return self.data_dir / "bases"
+
+    @property
+    def adapters_dir(self) -> Path:
+        """Materialised adapter folders that workers load from."""
+        return self.data_dir / "adapters"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
