@@ -77,8 +77,8 @@ class WorkerRequestError(PeftServeError):
 
     code = "invalid_request"
 
-    def __init__(self, message: str, *, status_code: int, code: str | None = None):
-        super().__init__(message, code=code)
+    def __init__(self, message: str, *, status_code: int, code: str | None = None, param: str | None = None):
+        super().__init__(message, code=code, param=param)
         self.status_code = status_code
 
 

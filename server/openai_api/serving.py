@@ -123,13 +123,13 @@ class OpenAIServing:
             return
         if status == 404 and target.adapter is not None:
             raise _AdapterGone()
-        message = _worker_error_message(text)
+        message, param = _worker_error(text)
         if target.lora_name:  # never leak internal adapter names
             message = message.replace(target.lora_name, target.public_name)
         if status == 404:
             raise WorkerUnavailableError("the worker does not serve this base model right now; retry shortly")
         if 400 <= status < 500:
-            raise WorkerRequestError(message, status_code=status)
+            raise WorkerRequestError(message, status_code=status, param=param)
         raise WorkerRequestError(f"the worker failed: {message}", status_code=502, code="worker_error")
 
     def _count_usage(self, usage: dict | None, labels: dict) -> None:
@@ -138,8 +138,10 @@ class OpenAIServing:
             self.metrics.generated_tokens.labels(**labels).inc(usage.get("completion_tokens") or 0)
 
 
-def _worker_error_message(text: str) -> str:
+def _worker_error(text: str) -> tuple[str, str | None]:
+    """(message, param) of a worker's OpenAI-style error body."""
     try:
-        return str(json.loads(text)["error"]["message"])
+        error = json.loads(text)["error"]
+        return str(error["message"]), error.get("param")
     except (ValueError, KeyError, TypeError):
-        return text[:500] or "no details"
+        return text[:500] or "no details", None

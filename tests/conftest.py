@@ -1,0 +1,58 @@
+"""Session-wide fixtures: one tiny base model, one real gateway with one real vLLM worker."""
+
+import pytest
+
+from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
+from adapters.registry.repository import Registry
+from migration.base_versions.importer import import_base
+from tests.gateway_harness import start_gateway, gateway_settings
+from tests.tiny_models import make_lora, make_tiny_llama, save_demo_tokenizer
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that kill the shared worker run last, so they cannot disturb the others."""
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "disruptive: kills or restarts the shared worker; runs last")
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tokenizer")
+    save_demo_tokenizer(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_base_dir(tmp_path_factory, tokenizer_dir):
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def lora_factory(tmp_path_factory, tiny_base_dir):
+    """Real PEFT LoRA folders written by ``peft``, cached per (seed, rank, targets)."""
+    cache = {}
+
+    def make(seed: int, rank: int = 8, targets: str = "attn"):
+        key = (seed, rank, targets)
+        if key not in cache:
+            cache[key] = make_lora(tiny_base_dir, tmp_path_factory.mktemp(f"lora-{seed}-{rank}-{targets}"),
+                                   seed=seed, rank=rank, targets=targets)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory, tiny_base_dir):
+    settings = gateway_settings(tmp_path_factory.mktemp("gateway-data"))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    upgrade_schema(engine)
+    import_base(Registry(make_session_factory(engine)), settings.bases_dir, name="tiny", source=tiny_base_dir)
+    engine.dispose()
+    gw = start_gateway(settings)
+    yield gw
+    gw.stop()

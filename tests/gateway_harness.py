@@ -1,0 +1,96 @@
+"""Run a real gateway (with its real vLLM worker) in a background thread for the test session."""
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from server.app import create_app
+from server.settings import Settings
+
+ADMIN_KEY = "psa-test-admin-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Gateway:
+    url: str
+    settings: Settings
+    app: object
+    server: uvicorn.Server
+    thread: threading.Thread
+    _tenant_keys: dict[str, str] = field(default_factory=dict)
+
+    def admin(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=120)
+
+    def client(self, key: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
+
+    def tenant_key(self, tenant: str) -> str:
+        """Create the tenant once per session and return its first key."""
+        if tenant not in self._tenant_keys:
+            with self.admin() as admin:
+                resp = admin.post("/admin/tenants", json={"name": tenant})
+                resp.raise_for_status()
+                self._tenant_keys[tenant] = resp.json()["api_key"]
+        return self._tenant_keys[tenant]
+
+    def add_adapter(self, tenant: str, name: str, folder: Path, **form) -> httpx.Response:
+        self.tenant_key(tenant)
+        with self.admin() as admin:
+            files = {"adapter_config": ("adapter_config.json", (folder / "adapter_config.json").read_bytes()),
+                     "adapter_model": ("adapter_model.safetensors", (folder / "adapter_model.safetensors").read_bytes())}
+            return admin.post(f"/admin/tenants/{tenant}/adapters", data={"name": name, **form}, files=files)
+
+    def worker(self) -> dict:
+        with self.admin() as admin:
+            return admin.get("/admin/workers").json()[0]
+
+    def wait_ready(self, timeout_s: float = 300) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"gateway not ready after {timeout_s}s; worker log: {self.settings.logs_dir}")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(60)
+
+
+def start_gateway(settings: Settings) -> Gateway:
+    app = create_app(settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="gateway", daemon=True)
+    thread.start()
+    gateway = Gateway(f"http://127.0.0.1:{settings.port}", settings, app, server, thread)
+    gateway.wait_ready()
+    return gateway
+
+
+def gateway_settings(data_dir: Path, **overrides) -> Settings:
+    values = dict(
+        data_dir=data_dir, port=free_port(), worker_port_start=free_port(), admin_key=ADMIN_KEY,
+        max_resident_adapters=3, max_lora_rank=16, worker_max_model_len=512,
+        # In-process engine core: a tiny model starts in seconds instead of ~20 (RUNBOOK.md).
+        worker_env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
+        worker_health_interval_s=0.5, worker_restart_backoff_max_s=2.0,
+    )
+    values.update(overrides)
+    return Settings(**values)

@@ -1,0 +1,14 @@
+"""Read values out of the gateway's Prometheus text exposition."""
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def metric_sum(url: str, name: str, **labels) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
