@@ -50,7 +50,7 @@ class AdapterRegistration:
         if sub.weights_path.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt"):
             raise AdapterInvalidError("only safetensors weights are accepted; pickle-based files run code on load",
                                       code="pickle_not_allowed")
-        header = read_header(sub.weights_path)
+        header = read_header(sub.weights_path, display_name="adapter_model.safetensors")
         check_against_base(config, header, BaseArchitecture.from_json(base.architecture))
         check_finite(sub.weights_path)
 

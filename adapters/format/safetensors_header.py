@@ -39,34 +39,37 @@ def _fail(message: str, code: str = "invalid_safetensors") -> AdapterInvalidErro
     return AdapterInvalidError(message, code=code)
 
 
-def read_header(path: Path, *, allowed_dtypes: set[str] | None = None) -> SafetensorsHeader:
+def read_header(path: Path, *, allowed_dtypes: set[str] | None = None, display_name: str | None = None
+                ) -> SafetensorsHeader:
+    """``display_name`` names the file in errors (an upload's temp file has a meaningless name)."""
     allowed = allowed_dtypes or set(DTYPE_SIZES)
+    name = display_name or path.name
     file_size = path.stat().st_size
     if file_size < 8:
-        raise _fail(f"{path.name}: {file_size} bytes is too short for a safetensors file")
+        raise _fail(f"{name}: {file_size} bytes is too short for a safetensors file")
     with path.open("rb") as f:
         (header_len,) = struct.unpack("<Q", f.read(8))
         if header_len == 0 or header_len > MAX_HEADER_BYTES or 8 + header_len > file_size:
             raise _fail(
-                f"{path.name}: header length {header_len} is not within the file "
+                f"{name}: header length {header_len} is not within the file "
                 f"({file_size} bytes; at most {MAX_HEADER_BYTES} allowed); not a safetensors file"
             )
         raw = f.read(header_len)
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _fail(f"{path.name}: header is not valid UTF-8 JSON ({e.__class__.__name__})") from None
+        raise _fail(f"{name}: header is not valid UTF-8 JSON ({e.__class__.__name__})") from None
     if not isinstance(header, dict):
-        raise _fail(f"{path.name}: header must be a JSON object")
+        raise _fail(f"{name}: header must be a JSON object")
     metadata = header.pop("__metadata__", {}) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise _fail(f"{path.name}: __metadata__ must map strings to strings")
+        raise _fail(f"{name}: __metadata__ must map strings to strings")
     if len(header) > MAX_TENSORS:
-        raise _fail(f"{path.name}: {len(header)} tensors exceeds the limit of {MAX_TENSORS}")
+        raise _fail(f"{name}: {len(header)} tensors exceeds the limit of {MAX_TENSORS}")
 
     data_size = file_size - 8 - header_len
-    tensors = {name: _parse_entry(path.name, name, entry, allowed, data_size) for name, entry in header.items()}
-    _check_no_overlap(path.name, tensors.values())
+    tensors = {key: _parse_entry(name, key, entry, allowed, data_size) for key, entry in header.items()}
+    _check_no_overlap(name, tensors.values())
     return SafetensorsHeader(tensors=tensors, metadata=metadata, data_offset=8 + header_len)
 
 

@@ -184,3 +184,7 @@ def workers(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     rows = _admin(url, as_json, "GET", "/admin/workers")
     _emit(as_json, {"workers": rows}, _table("workers", rows, ["base_version", "url", "state", "pid", "restarts",
                                                                "resident_adapters"]))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,78 @@
+"""The ``peftserve`` CLI, run as a real subprocess: base import of the demo GGUF, and the admin
+commands against the session's gateway. Every command's ``--json`` output is one JSON object."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from tests.gateway_harness import ADMIN_KEY
+
+
+def run_cli(*args: str, env: dict[str, str]) -> tuple[int, dict]:
+    proc = subprocess.run([sys.executable, "-m", "server.cli.main", *args, "--json"], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=600)
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, (proc.stdout, proc.stderr[-2000:])
+    return proc.returncode, json.loads(lines[0])
+
+
+@pytest.fixture()
+def gateway_env(gateway):
+    return {"PEFTSERVE_DATA_DIR": str(gateway.settings.data_dir), "PEFTSERVE_PORT": str(gateway.settings.port),
+            "PEFTSERVE_ADMIN_KEY": ADMIN_KEY}
+
+
+def test_demo_base_import_is_a_real_model(tmp_path):
+    env = {"PEFTSERVE_DATA_DIR": str(tmp_path / "data")}
+    code, out = run_cli("base", "import", "--demo", env=env)
+    assert code == 0 and out["ref"] == "smollm2-135m@1" and out["created"] is True
+    folder = Path(out["path"])
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"):
+        assert (folder / name).is_file(), name
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+        assert f.get_tensor(keys[0]).dtype == torch.bfloat16
+    assert sum(".mlp.down_proj.weight" in k for k in keys) == 30
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                     tokenize=False, add_generation_prompt=True)
+    ids = tok(prompt, return_tensors="pt")
+    out_ids = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tok.decode(out_ids[0, ids["input_ids"].shape[1]:])
+
+    code, again = run_cli("base", "import", "--demo", "--if-missing", env=env)
+    assert code == 0 and again["created"] is False and again["ref"] == "smollm2-135m@1"
+
+
+def test_admin_commands_drive_the_gateway(gateway, gateway_env, lora_factory):
+    code, tenant = run_cli("tenant", "create", "cli-corp", env=gateway_env)
+    assert code == 0 and tenant["tenant"] == "cli-corp" and tenant["api_key"].startswith("psk-")
+    code, key = run_cli("key", "create", "--tenant", "cli-corp", env=gateway_env)
+    assert code == 0 and key["api_key"] != tenant["api_key"]
+
+    folder = lora_factory(31)
+    code, added = run_cli("adapter", "add", str(folder), "--tenant", "cli-corp", "--name", "helper", env=gateway_env)
+    assert code == 0 and added["status"] == "ready" and added["version"] == 1
+    code, again = run_cli("adapter", "add", str(folder), "--tenant", "cli-corp", "--name", "helper", env=gateway_env)
+    assert code == 0 and again["version"] == 2 and again["sha256"] == added["sha256"]
+    code, listing = run_cli("adapter", "list", "--tenant", "cli-corp", env=gateway_env)
+    assert [(a["name"], a["version"]) for a in listing["adapters"]] == [("helper", 1), ("helper", 2)]
+
+    code, error = run_cli("tenant", "create", "cli-corp", env=gateway_env)
+    assert code == 1 and error["error"]["status"] == 409
+    code, workers = run_cli("workers", env=gateway_env)
+    assert code == 0 and workers["workers"][0]["base_version"] == "tiny@1"
+
+    with gateway.client(key["api_key"]) as c:
+        resp = c.post("/v1/completions", json={"model": "helper@1", "prompt": "Hi", "max_tokens": 4})
+        assert resp.status_code == 200 and resp.json()["model"] == "helper@1"
