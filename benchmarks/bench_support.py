@@ -1,0 +1,128 @@
+"""Shared pieces of the benchmarks: the demo base, synthetic adapters, load generation, stats."""
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".cache" / "bench"
+
+
+def demo_base_dir(data_dir: Path) -> Path:
+    """Import SmolLM2-135M-Instruct into ``data_dir`` once (cached between runs)."""
+    env = {**os.environ, "PEFTSERVE_DATA_DIR": str(data_dir)}
+    out = subprocess.run([sys.executable, "-m", "server.cli.main", "base", "import", "--demo", "--if-missing", "--json"],
+                         env=env, capture_output=True, text=True, check=True, cwd=ROOT)
+    return Path(json.loads(out.stdout.strip().splitlines()[-1])["path"])
+
+
+def make_adapters(base_dir: Path, out_root: Path, count: int, rank: int = 16) -> list[Path]:
+    """``count`` random rank-``rank`` LoRAs on q/k/v/o, written by peft; the base is loaded once."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    folders = [out_root / f"r{rank}-{i}" for i in range(count)]
+    if all((f / "adapter_model.safetensors").is_file() for f in folders):
+        return folders
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                        init_lora_weights=False, lora_dropout=0.0, task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, config)
+    for i, folder in enumerate(folders):
+        torch.manual_seed(i)
+        with torch.no_grad():
+            for name, p in peft_model.named_parameters():
+                if "lora_" in name:
+                    p.normal_(0, 0.02)
+        peft_model.save_pretrained(folder, safe_serialization=True)
+    return folders
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    tokens: int
+    seconds: float
+    ttft_s: list[float] = field(default_factory=list)
+    errors: int = 0
+
+    @property
+    def tok_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    def ttft_pct(self, q: float) -> float:
+        if not self.ttft_s:
+            return float("nan")
+        data = sorted(self.ttft_s)
+        return data[min(len(data) - 1, int(round(q / 100 * (len(data) - 1))))] * 1000
+
+
+async def stream_one(client: httpx.AsyncClient, model: str, prompt: str, max_tokens: int) -> tuple[float, int]:
+    """One streamed completion: (time to first token, tokens generated)."""
+    started = time.perf_counter()
+    ttft, tokens = None, 0
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
+            "stream": True, "stream_options": {"include_usage": True}}
+    async with client.stream("POST", "/v1/completions", json=body) as resp:
+        if resp.status_code != 200:
+            raise RuntimeError(f"{resp.status_code}: {(await resp.aread())[:300]!r}")
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("choices") and ttft is None:
+                ttft = time.perf_counter() - started
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+    return ttft or 0.0, tokens
+
+
+async def run_load(url: str, models: list[str], *, requests: int, concurrency: int, max_tokens: int,
+                   prompt: str, api_key: str | None = None) -> LoadResult:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600, limits=limits) as client:
+        queue = list(range(requests))
+        result = LoadResult(requests=requests, tokens=0, seconds=0.0)
+
+        async def client_loop():
+            while queue:
+                i = queue.pop()
+                try:
+                    ttft, tokens = await stream_one(client, models[i % len(models)], prompt, max_tokens)
+                    result.ttft_s.append(ttft)
+                    result.tokens += tokens
+                except Exception as e:  # counted, and the first is shown: a benchmark must not hide errors
+                    if result.errors == 0:
+                        print(f"  request error: {e}", file=sys.stderr)
+                    result.errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+        result.seconds = time.perf_counter() - started
+        return result
+
+
+def wait_http(url: str, path: str, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + path, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url}{path} not ready after {timeout_s}s")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
