@@ -1,14 +1,16 @@
 """Register an adapter for a tenant: parse, validate against its base, store, record.
 
-Every check runs before anything is stored, and the blobs are written before the registry
-row, so a failure at any step leaves no adapter behind (an orphan blob at worst, which is
-content-addressed and harmless).
+Every static check runs before anything is stored, and the blobs are written before the
+registry row, so a failure (or a crash) at any step leaves no adapter behind: at worst an
+orphan blob, content-addressed and harmless. The row starts in ``validating``; the live
+check on a worker (server side) then moves it to ``ready`` or ``rejected``.
 """
 
 import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.format.eval_set import check_scoring, parse_eval_set
 from adapters.format.peft_config import parse_lora_config
 from adapters.format.safetensors_header import read_header
 from adapters.registry.models import Adapter, AdapterStatus, BaseVersion, Tenant
@@ -16,9 +18,10 @@ from adapters.registry.repository import Registry, check_name, split_ref
 from adapters.storage.blob_store import BlobStore
 from adapters.validation.against_base import check_against_base, check_finite
 from migration.base_versions.architecture import BaseArchitecture
-from server.errors import AdapterInvalidError, InvalidRequestError, NotFoundError
+from server.errors import AdapterInvalidError, InvalidRequestError, NotFoundError, QuotaExceededError
 
 TRAINED_WITH = ("trans-peft", "lora", "unknown")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
 @dataclass(frozen=True)
@@ -26,18 +29,29 @@ class AdapterSubmission:
     name: str
     config_json: bytes
     weights_path: Path  # a local file the caller owns (e.g. a spooled upload)
-    base_model: str | None = None  # "name" or "name@version"; default: the only/latest base
+    weights_filename: str = "adapter_model.safetensors"  # as the client named it
+    base_model: str | None = None  # "name" or "name@version"; default: the only base
     description: str = ""
     trained_with: str = "unknown"
+    eval_set: bytes | None = None  # JSONL
+    eval_scoring: str = "exact_match"
+
+
+@dataclass(frozen=True)
+class TenantQuota:
+    max_adapters: int
+    max_bytes: int
 
 
 class AdapterRegistration:
-    def __init__(self, registry: Registry, blobs: BlobStore, *, max_rank: int):
+    def __init__(self, registry: Registry, blobs: BlobStore, *, max_rank: int, quota: TenantQuota):
         self.registry = registry
         self.blobs = blobs
         self.max_rank = max_rank
+        self.quota = quota
 
     def register(self, tenant: Tenant, sub: AdapterSubmission) -> Adapter:
+        """Validate statically and store; returns the new row in ``validating``."""
         check_name("adapter", sub.name)
         if sub.trained_with not in TRAINED_WITH:
             raise InvalidRequestError(f"trained_with {sub.trained_with!r} is not one of {list(TRAINED_WITH)}",
@@ -47,21 +61,41 @@ class AdapterRegistration:
             raise InvalidRequestError(f"adapter name {sub.name!r} is taken by a base model", param="name")
 
         config = parse_lora_config(sub.config_json, max_rank=self.max_rank)
-        if sub.weights_path.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt"):
-            raise AdapterInvalidError("only safetensors weights are accepted; pickle-based files run code on load",
-                                      code="pickle_not_allowed")
+        if sub.weights_filename.lower().endswith(PICKLE_SUFFIXES):
+            raise AdapterInvalidError(f"{sub.weights_filename!r}: only safetensors weights are accepted; "
+                                      "pickle-based files run code on load", code="pickle_not_allowed",
+                                      param="adapter_model.safetensors")
         header = read_header(sub.weights_path, display_name="adapter_model.safetensors")
         check_against_base(config, header, BaseArchitecture.from_json(base.architecture))
         check_finite(sub.weights_path)
+        eval_items = parse_eval_set(sub.eval_set) if sub.eval_set is not None else None
+        scoring = check_scoring(sub.eval_scoring) if eval_items else None
+        self._check_quota(tenant, sub.weights_path.stat().st_size)
 
-        clean_config = config.to_peft_json()
-        config_sha, _ = self.blobs.put_stream(io.BytesIO(clean_config))
+        config_sha, _ = self.blobs.put_stream(io.BytesIO(config.to_peft_json()))
         weights_sha, size = self.blobs.put_file(sub.weights_path)
+        eval_sha = self.blobs.put_stream(io.BytesIO(sub.eval_set))[0] if eval_items else None
         return self.registry.add_adapter(
             tenant, sub.name, base, rank=config.r, lora_alpha=config.lora_alpha,
             target_modules=sorted(config.target_modules), config_sha256=config_sha, weights_sha256=weights_sha,
-            size_bytes=size, status=AdapterStatus.ready, trained_with=sub.trained_with,
-            description=sub.description)
+            size_bytes=size, status=AdapterStatus.validating, trained_with=sub.trained_with,
+            description=sub.description, eval_set_sha256=eval_sha, eval_scoring=scoring,
+            eval_items=len(eval_items or ()))
+
+    def release_blobs(self, adapter: Adapter) -> None:
+        """Delete the adapter's blobs unless another live adapter shares them."""
+        for sha in (adapter.weights_sha256, adapter.config_sha256, adapter.eval_set_sha256):
+            if sha and not self.registry.blob_in_use(sha):
+                self.blobs.delete(sha)
+
+    def _check_quota(self, tenant: Tenant, new_bytes: int) -> None:
+        count, used = self.registry.tenant_usage(tenant.id)
+        if count + 1 > self.quota.max_adapters:
+            raise QuotaExceededError(f"tenant {tenant.name!r} holds {count} adapter versions; the quota is "
+                                     f"{self.quota.max_adapters}. Delete some first.", code="adapter_count_quota")
+        if used + new_bytes > self.quota.max_bytes:
+            raise QuotaExceededError(f"tenant {tenant.name!r} uses {used} bytes; this adapter ({new_bytes} bytes) "
+                                     f"would exceed the {self.quota.max_bytes}-byte quota", code="storage_quota")
 
     def _base_version(self, ref: str | None) -> BaseVersion:
         if ref is None:

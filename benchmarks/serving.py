@@ -62,8 +62,8 @@ def measure_plain_worker(base_dir: Path, args, run_dir: Path) -> LoadResult:
 
 
 def register(admin: httpx.Client, name: str, folder: Path) -> None:
-    files = {"adapter_config": ("adapter_config.json", (folder / "adapter_config.json").read_bytes()),
-             "adapter_model": ("adapter_model.safetensors", (folder / "adapter_model.safetensors").read_bytes())}
+    files = [("file", (name, (folder / name).read_bytes()))
+             for name in ("adapter_config.json", "adapter_model.safetensors")]
     admin.post("/admin/tenants/bench/adapters", data={"name": name}, files=files).raise_for_status()
 
 

@@ -2,17 +2,21 @@
 
 import asyncio
 import logging
+import shutil
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from adapters.registration import AdapterRegistration
+from adapters.registration import AdapterRegistration, TenantQuota
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
 from adapters.registry.repository import Registry
 from adapters.storage.blob_store import LocalBlobStore
 from adapters.storage.materialize import AdapterMaterializer
+from server.adapters_api.api_router import router as adapters_router
+from server.adapters_api.live_check import LiveCheck
+from server.adapters_api.service import AdapterService
 from server.admin.api_router import router as admin_router
 from server.admin_key import load_or_create_admin_key
 from server.deps import Services
@@ -33,13 +37,17 @@ def build_services(settings: Settings) -> Services:
     registry = Registry(make_session_factory(engine))
     blobs = LocalBlobStore(settings.blob_dir)
     blobs.clear_temp()
+    shutil.rmtree(settings.data_dir / "uploads", ignore_errors=True)  # spooled parts of uploads a crash cut off
     metrics = GatewayMetrics(settings.metrics_adapter_label_limit)
     pool = WorkerPool(settings, metrics)
     materializer = AdapterMaterializer(blobs, settings.adapters_dir)
+    quota = TenantQuota(max_adapters=settings.tenant_max_adapters, max_bytes=settings.tenant_max_bytes)
+    registration = AdapterRegistration(registry, blobs, max_rank=settings.max_lora_rank, quota=quota)
+    live_check = LiveCheck(registry, pool, materializer, registration)
     return Services(
         settings=settings, registry=registry, pool=pool, metrics=metrics,
-        serving=OpenAIServing(registry, pool, materializer, metrics),
-        registration=AdapterRegistration(registry, blobs, max_rank=settings.max_lora_rank),
+        serving=OpenAIServing(registry, pool, materializer, metrics), registration=registration,
+        adapters=AdapterService(settings, registry, registration, live_check, pool, materializer),
         admin_key=load_or_create_admin_key(settings))
 
 
@@ -53,13 +61,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             services.pool.ensure(base)
         if not services.pool.slots:
             log.warning("no base model is registered: run `peftserve base import` first")
+        services.adapters.live_check.schedule_pending()  # checks a crash or restart interrupted
         yield
+        await services.adapters.live_check.stop()
         await services.pool.stop()
 
     app = FastAPI(title="peftserve", version="0.1.0", lifespan=lifespan)
     app.state.services = services
     install_error_handlers(app)
     app.include_router(openai_router)
+    app.include_router(adapters_router)
     app.include_router(admin_router)
 
     @app.get("/health", include_in_schema=False)

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from adapters.registration import AdapterRegistration
+from server.adapters_api.service import AdapterService
 from adapters.registry.models import Tenant
 from adapters.registry.repository import Registry
 from server.engine.pool import WorkerPool
@@ -26,6 +27,7 @@ class Services:
     pool: WorkerPool
     serving: OpenAIServing
     registration: AdapterRegistration
+    adapters: AdapterService
     metrics: GatewayMetrics
     admin_key: str
 

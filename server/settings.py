@@ -69,7 +69,19 @@ class Settings(BaseSettings):
     """Distinct adapter label values in ``/metrics``; further adapters are counted as ``_other``."""
 
     max_upload_bytes: int = 512 * 1024 * 1024
-    """Upper bound on one adapter's weight file."""
+    """Upper bound on one uploaded file, and on an archive's expanded size."""
+
+    max_archive_members: int = Field(default=32, ge=2)
+    """Most members an uploaded adapter archive may hold."""
+
+    tenant_max_adapters: int = Field(default=200, ge=1)
+    """Adapter versions one tenant may hold (rejected and deleted ones do not count)."""
+
+    tenant_max_bytes: int = Field(default=10 * 1024**3, ge=1)
+    """Adapter weight bytes one tenant may hold."""
+
+    live_check_timeout_s: float = 120.0
+    """How long an upload waits for the live check before answering 202 and finishing it later."""
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Settings":

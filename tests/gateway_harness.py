@@ -49,8 +49,8 @@ class Gateway:
     def add_adapter(self, tenant: str, name: str, folder: Path, **form) -> httpx.Response:
         self.tenant_key(tenant)
         with self.admin() as admin:
-            files = {"adapter_config": ("adapter_config.json", (folder / "adapter_config.json").read_bytes()),
-                     "adapter_model": ("adapter_model.safetensors", (folder / "adapter_model.safetensors").read_bytes())}
+            files = [("file", (name, (folder / name).read_bytes()))
+                     for name in ("adapter_config.json", "adapter_model.safetensors")]
             return admin.post(f"/admin/tenants/{tenant}/adapters", data={"name": name, **form}, files=files)
 
     def worker(self) -> dict:
@@ -91,6 +91,7 @@ def gateway_settings(data_dir: Path, **overrides) -> Settings:
         # In-process engine core: a tiny model starts in seconds instead of ~20 (RUNBOOK.md).
         worker_env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
         worker_health_interval_s=0.5, worker_restart_backoff_max_s=2.0,
+        max_upload_bytes=8 * 1024 * 1024, tenant_max_adapters=20,
     )
     values.update(overrides)
     return Settings(**values)

@@ -14,8 +14,7 @@ def valid_folder(lora_factory):
 def _post(gateway, tenant, name, config: bytes, weights: bytes, weights_name: str):
     gateway.tenant_key(tenant)
     with gateway.admin() as admin:
-        files = {"adapter_config": ("adapter_config.json", config),
-                 "adapter_model": (weights_name, weights)}
+        files = [("file", ("adapter_config.json", config)), ("file", (weights_name, weights))]
         return admin.post(f"/admin/tenants/{tenant}/adapters", data={"name": name}, files=files)
 
 

@@ -76,3 +76,28 @@ def test_admin_commands_drive_the_gateway(gateway, gateway_env, lora_factory):
     with gateway.client(key["api_key"]) as c:
         resp = c.post("/v1/completions", json={"model": "helper@1", "prompt": "Hi", "max_tokens": 4})
         assert resp.status_code == 200 and resp.json()["model"] == "helper@1"
+
+
+def test_adapter_upload_through_tenant_api(gateway, gateway_env, lora_factory, tmp_path):
+    key = gateway.tenant_key("cli-uploader")
+    env = {**gateway_env, "PEFTSERVE_API_KEY": key}
+    folder = lora_factory(32)
+    eval_file = tmp_path / "eval.jsonl"
+    eval_file.write_text('{"prompt": "Hi", "expected": "Hello"}\n')
+    code, out = run_cli("adapter", "upload", str(folder), "--name", "cli-up", "--trained-with", "lora",
+                        "--eval-set", str(eval_file), env=env)
+    assert code == 0 and out["status"] == "ready" and out["eval_items"] == 1, out
+
+    import tarfile
+    archive = tmp_path / "adapter.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(folder, arcname="adapter")
+    code, out = run_cli("adapter", "upload", str(archive), "--name", "cli-up", env=env)
+    assert code == 0 and out["version"] == 2
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 64, "target_modules": ["q_proj"]}')
+    (broken / "adapter_model.safetensors").write_bytes((folder / "adapter_model.safetensors").read_bytes())
+    code, out = run_cli("adapter", "upload", str(broken), "--name", "cli-bad", env=env)
+    assert code == 1 and out["error"]["status"] == 422 and "rank_too_large" in out["error"]["message"]

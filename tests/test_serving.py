@@ -81,7 +81,7 @@ def test_bad_requests_get_openai_errors(gateway, two_tenants):
         assert no_prompt.status_code == 400 and no_prompt.json()["error"]["param"] == "prompt"
         too_long = c.post("/v1/completions", json={"model": "summarize", "prompt": "x", "max_tokens": 100000})
         assert too_long.status_code == 400
-        assert "adapter-" not in too_long.text  # internal adapter names never leak
+        assert "lora-" not in too_long.text  # internal adapter names never leak
         broken = c.post("/v1/completions", content=b"{not json", headers={"content-type": "application/json"})
         assert broken.status_code == 400 and broken.json()["error"]["type"] == "invalid_request_error"
         admin = c.get("/admin/tenants")
@@ -113,6 +113,9 @@ def test_twelve_adapters_through_three_slots(gateway, lora_factory):
 def test_concurrent_first_requests_load_once(gateway, lora_factory):
     assert gateway.add_adapter("delta", "cold", lora_factory(7)).status_code == 201
     key = gateway.tenant_key("delta")
+    for i in range(3):  # the upload's live check left "cold" resident: push it out of the 3 slots
+        assert gateway.add_adapter("delta", f"filler-{i}", lora_factory(200 + i)).status_code == 201
+        assert complete(gateway, key, f"filler-{i}").status_code == 200
     loads_before = metric_sum(gateway.url, "peftserve_adapter_loads_total")
     with ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda _: complete(gateway, key, "cold"), range(8)))

@@ -1,6 +1,7 @@
 """SQLAlchemy 2 tables of the registry: tenants, API keys, base models and versions, adapters."""
 
 import enum
+import hashlib
 from datetime import datetime, timezone
 
 from sqlalchemy import JSON, DateTime, Enum, ForeignKey, Integer, String, Text, UniqueConstraint
@@ -95,6 +96,10 @@ class Adapter(Base):
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     trained_with: Mapped[str] = mapped_column(String(32), default="unknown")
     description: Mapped[str] = mapped_column(Text, default="")
+    # Eval set (JSONL blob) kept for base-model migrations, with its scoring mode.
+    eval_set_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    eval_scoring: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    eval_items: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -103,5 +108,7 @@ class Adapter(Base):
 
     @property
     def lora_name(self) -> str:
-        """Name the adapter is loaded under on a worker: unique across tenants and versions."""
-        return f"adapter-{self.id}"
+        """Name the adapter is loaded under on a worker. Content-addressed: the same name always
+        means the same weights, even across gateways or databases sharing a worker, and
+        identical adapters of two tenants share one slot."""
+        return "lora-" + hashlib.sha256(f"{self.config_sha256}:{self.weights_sha256}".encode()).hexdigest()[:24]

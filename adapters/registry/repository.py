@@ -160,11 +160,56 @@ class Registry:
                 query = query.where(Adapter.version == version)
             return s.scalar(query.order_by(Adapter.version.desc()).limit(1))
 
-    def list_adapters(self, tenant_id: int | None = None, *, ready_only: bool = True) -> list[Adapter]:
+    def list_adapters(self, tenant_id: int | None = None, *, ready_only: bool = True,
+                      name: str | None = None) -> list[Adapter]:
+        """A tenant's adapters, every version (deleted ones never), ordered by name and version."""
         with self.session() as s:
-            query = self._adapter_query()
+            query = self._adapter_query().where(Adapter.status != AdapterStatus.deleted)
             if tenant_id is not None:
                 query = query.where(Adapter.tenant_id == tenant_id)
             if ready_only:
                 query = query.where(Adapter.status == AdapterStatus.ready)
+            if name is not None:
+                query = query.where(Adapter.name == name)
             return list(s.scalars(query.order_by(Adapter.name, Adapter.version)))
+
+    def adapters_in(self, *statuses: AdapterStatus) -> list[Adapter]:
+        with self.session() as s:
+            return list(s.scalars(self._adapter_query().where(Adapter.status.in_(statuses)).order_by(Adapter.id)))
+
+    def set_status(self, adapter_id: int, status: AdapterStatus, reason: str | None = None) -> Adapter:
+        with self.session() as s:
+            row = s.get(Adapter, adapter_id)
+            row.status, row.status_reason = status, reason
+        return self.get_adapter(adapter_id)
+
+    def get_adapter(self, adapter_id: int) -> Adapter:
+        with self.session() as s:
+            return s.scalar(self._adapter_query().where(Adapter.id == adapter_id))
+
+    def tenant_usage(self, tenant_id: int) -> tuple[int, int]:
+        """(adapter versions, bytes) a tenant holds, rejected and deleted ones not counted."""
+        with self.session() as s:
+            count, size = s.execute(
+                select(func.count(Adapter.id), func.coalesce(func.sum(Adapter.size_bytes), 0)).where(
+                    Adapter.tenant_id == tenant_id,
+                    Adapter.status.not_in([AdapterStatus.deleted, AdapterStatus.rejected]))).one()
+            return int(count), int(size)
+
+    def mark_deleted(self, tenant_id: int, name: str, version: int | None) -> list[Adapter]:
+        with self.session() as s:
+            query = self._adapter_query().where(Adapter.tenant_id == tenant_id, Adapter.name == name,
+                                                Adapter.status != AdapterStatus.deleted)
+            if version is not None:
+                query = query.where(Adapter.version == version)
+            rows = list(s.scalars(query))
+            for row in rows:
+                row.status, row.status_reason = AdapterStatus.deleted, None
+            return rows
+
+    def blob_in_use(self, sha256: str) -> bool:
+        """Whether any adapter that is not deleted or rejected still references this blob."""
+        live = Adapter.status.not_in([AdapterStatus.deleted, AdapterStatus.rejected])
+        with self.session() as s:
+            return s.scalar(select(func.count(Adapter.id)).where(live, (Adapter.weights_sha256 == sha256) | (
+                Adapter.config_sha256 == sha256) | (Adapter.eval_set_sha256 == sha256))) > 0

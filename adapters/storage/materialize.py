@@ -14,8 +14,12 @@ class AdapterMaterializer:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
 
+    def folder_path(self, adapter: Adapter) -> Path:
+        return self.root / f"{adapter.config_sha256[:16]}-{adapter.weights_sha256[:16]}"
+
     def folder_for(self, adapter: Adapter) -> Path:
-        folder = self.root / f"{adapter.config_sha256[:16]}-{adapter.weights_sha256[:16]}"
+        """The adapter's folder, built from its blobs if it is not there yet."""
+        folder = self.folder_path(adapter)
         if folder.is_dir():
             return folder
         staging = self.root / f".{folder.name}.{os.getpid()}"

@@ -1,16 +1,14 @@
 """Admin API under /admin/ (the CLI's back end): tenants, keys, base versions, adapters, workers."""
 
 import asyncio
-import os
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import JSONResponse
 
-from adapters.registration import AdapterSubmission
-from server.admin.protocol import (AdapterPublic, ApiKeyCreated, BaseVersionPublic, TenantCreate, TenantPublic,
-                                   WorkerPublic)
+from server.adapters_api.protocol import AdapterPublic
+from server.admin.protocol import ApiKeyCreated, BaseVersionPublic, TenantCreate, TenantPublic, WorkerPublic
 from server.deps import AdminDep, ServicesDep
-from server.upload_spool import spool_to_disk
 
 router = APIRouter(prefix="/admin", dependencies=[AdminDep])
 
@@ -40,31 +38,25 @@ async def list_bases(services: ServicesDep) -> list[BaseVersionPublic]:
             for v in await asyncio.to_thread(services.registry.list_base_versions)]
 
 
-@router.post("/tenants/{tenant}/adapters", status_code=201)
+@router.post("/tenants/{tenant}/adapters")
 async def add_adapter(
     tenant: str,
     services: ServicesDep,
     name: Annotated[str, Form()],
-    adapter_config: Annotated[UploadFile, File(description="adapter_config.json")],
-    adapter_model: Annotated[UploadFile, File(description="adapter_model.safetensors")],
+    file: Annotated[list[UploadFile], File(description="adapter_config.json + adapter_model.safetensors, "
+                                                       "or one .tar/.tar.gz/.zip archive")],
     base_model: Annotated[str | None, Form()] = None,
     description: Annotated[str, Form()] = "",
     trained_with: Annotated[str, Form()] = "unknown",
-) -> AdapterPublic:
-    """Register a PEFT LoRA folder's two files for a tenant, validated against the base."""
+    eval_set: Annotated[UploadFile | None, File()] = None,
+    eval_scoring: Annotated[str, Form()] = "exact_match",
+):
+    """Register an adapter for a tenant, through the same validation as tenant uploads."""
     owner = await asyncio.to_thread(services.registry.get_tenant, tenant)
-    config_json = await adapter_config.read(64 * 1024 + 1)
-    suffix = os.path.splitext(adapter_model.filename or "")[1]
-    weights = await spool_to_disk(adapter_model, services.settings.data_dir / "uploads",
-                                  limit=services.settings.max_upload_bytes, suffix=suffix)
-    try:
-        submission = AdapterSubmission(name=name, config_json=config_json, weights_path=weights,
-                                       base_model=base_model, description=description, trained_with=trained_with)
-        adapter = await asyncio.to_thread(services.registration.register, owner, submission)
-    finally:
-        weights.unlink(missing_ok=True)
-    services.pool.ensure(adapter.base_version)
-    return AdapterPublic.of(adapter)
+    adapter, finished = await services.adapters.upload(
+        owner, file, name=name, base_model=base_model, description=description, trained_with=trained_with,
+        eval_set=eval_set, eval_scoring=eval_scoring)
+    return JSONResponse(AdapterPublic.of(adapter).model_dump(mode="json"), status_code=201 if finished else 202)
 
 
 @router.get("/tenants/{tenant}/adapters")

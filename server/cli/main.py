@@ -162,11 +162,44 @@ def adapter_add(
     if base_model:
         form["base_model"] = base_model
     with config.open("rb") as c, weights.open("rb") as w:
-        files = {"adapter_config": (config.name, c, "application/json"),
-                 "adapter_model": (weights.name, w, "application/octet-stream")}
+        files = [("file", (config.name, c, "application/json")),
+                 ("file", (weights.name, w, "application/octet-stream"))]
         data = _admin(url, as_json, "POST", f"/admin/tenants/{tenant}/adapters", data=form, files=files)
     _emit(as_json, data, f"adapter {data['name']}@{data['version']} ({data['status']}) on "
                          f"{data['base_model']}@{data['base_version']}, rank {data['rank']}")
+
+
+@adapter_app.command("upload")
+def adapter_upload(
+    path: Annotated[Path, typer.Argument(help="A PEFT LoRA folder, or a .tar/.tar.gz/.zip archive of one.")],
+    name: Annotated[str, typer.Option(help="Adapter name (re-using a name adds a version).")],
+    api_key: Annotated[str, typer.Option(envvar="PEFTSERVE_API_KEY", help="The tenant's API key.")],
+    base_model: Annotated[str | None, typer.Option(help="Base as name or name@version.")] = None,
+    description: Annotated[str, typer.Option(help="Free text.")] = "",
+    trained_with: Annotated[str, typer.Option(help="trans-peft | lora | unknown")] = "unknown",
+    eval_set: Annotated[Path | None, typer.Option(help="JSONL eval set kept for base upgrades.")] = None,
+    eval_scoring: Annotated[str, typer.Option(help="exact_match | contains")] = "exact_match",
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Upload an adapter through the tenant API (validated, stored, live-checked)."""
+    from server.cli.upload import upload
+
+    settings = Settings()
+    form = {"name": name, "description": description, "trained_with": trained_with, "eval_scoring": eval_scoring}
+    if base_model:
+        form["base_model"] = base_model
+    try:
+        resp = upload(url or f"http://{settings.host}:{settings.port}", api_key, path, form, eval_set,
+                      show_progress=not as_json)
+    except (OSError, ValueError) as e:
+        _fail(as_json, str(e))
+    data = resp.json()
+    if resp.status_code >= 400:
+        _fail(as_json, f"HTTP {resp.status_code}: {data['error']['message']} ({data['error']['code']})",
+              resp.status_code)
+    _emit(as_json, data, f"adapter {data['name']}@{data['version']} is {data['status']} "
+                         f"(sha256 {data['sha256'][:12]}, {data['size_bytes']} bytes)")
 
 
 @adapter_app.command("list")
@@ -176,6 +209,69 @@ def adapter_list(tenant: Annotated[str, typer.Option(help="Tenant name.")], url:
     rows = _admin(url, as_json, "GET", f"/admin/tenants/{tenant}/adapters")
     _emit(as_json, {"adapters": rows},
           _table(f"adapters of {tenant}", rows, ["name", "version", "status", "base_model", "base_version", "rank"]))
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="Training JSONL: prompt/completion or chat messages.")],
+    out: Annotated[Path, typer.Option(help="Work folder: checkpoints, adapter/, eval.jsonl (re-run resumes).")],
+    base: Annotated[str | None, typer.Option(help="Registered base, name or name@version.")] = None,
+    base_dir: Annotated[Path | None, typer.Option(help="Or a local Hugging Face model folder.")] = None,
+    validation: Annotated[Path | None, typer.Option(help="Validation JSONL (default: a held-out split).")] = None,
+    method: Annotated[str, typer.Option(help="trans-peft | lora")] = "trans-peft",
+    p_m: Annotated[float, typer.Option(help="Trans-PEFT FFN activation masking probability.")] = 0.1,
+    p_c: Annotated[float, typer.Option(help="Trans-PEFT FFN sub-layer dropping probability.")] = 0.1,
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 1,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-4,
+    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 4,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a LoRA adapter locally, with Trans-PEFT by default, showing step, loss and ETA."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from adapters.training.config import TrainingConfig
+    from adapters.training.run import prepare, run_training
+
+    folder = base_dir if base_dir is not None else _registered_base_path(base, as_json)
+    try:
+        config = TrainingConfig(method=method, p_m=p_m, p_c=p_c, rank=rank, n_epochs=epochs, max_steps=max_steps,
+                                learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+                                checkpoint_every=checkpoint_every)
+        prepared = prepare(folder, data.read_bytes(), validation.read_bytes() if validation else None, config)
+    except (PeftServeError, ValueError, OSError) as e:
+        _fail(as_json, getattr(e, "message", str(e)))
+    columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+               TimeRemainingColumn())
+    with Progress(*columns, disable=as_json, console=console) as bar:
+        task = bar.add_task("train", total=None, loss="-")
+
+        def on_progress(p) -> None:
+            bar.update(task, completed=p.step, total=p.total_steps, loss=f"{p.loss:.4f}")
+
+        result = run_training(folder, prepared, config, out, on_progress=on_progress)
+    data_out = {"adapter_dir": str(result.adapter_dir), "eval_set": str(out / "eval.jsonl"), **result.metadata}
+    _emit(as_json, data_out, f"adapter written to {result.adapter_dir} ({result.metadata['steps']} steps, "
+                             f"{result.metadata['held_out_examples']} held-out examples in {out / 'eval.jsonl'})")
+
+
+def _registered_base_path(ref: str | None, as_json: bool) -> Path:
+    from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
+    from adapters.registry.repository import Registry, split_ref
+
+    if ref is None:
+        _fail(as_json, "give --base NAME[@VERSION] or --base-dir PATH")
+    settings = Settings()
+    engine = make_engine(settings.database_url)
+    upgrade_schema(engine)
+    name, version = split_ref(ref)
+    found = Registry(make_session_factory(engine)).find_base_version(name, version)
+    if found is None:
+        _fail(as_json, f"base model {ref!r} is not registered")
+    return Path(found.path)
 
 
 @app.command()

@@ -25,6 +25,7 @@ class AdapterResidency:
         self.slot_wait_s = slot_wait_s
         self.metrics = metrics
         self._resident: OrderedDict[str, int] = OrderedDict()  # lora name -> requests in flight, LRU first
+        self._loading: set[str] = set()  # slots taken by loads in progress (not yet usable)
         self._locks: dict[str, asyncio.Lock] = {}
         self._changed = asyncio.Condition()
         self._generation = 0
@@ -44,6 +45,21 @@ class AdapterResidency:
         """The worker no longer has it (it answered 404): load again on next use."""
         if self._resident.get(lora_name) == 0:
             del self._resident[lora_name]
+
+    async def remove(self, lora_name: str, wait_s: float) -> None:
+        """Unload an adapter once the requests in flight on it have finished (deletion)."""
+        async with self._locks.setdefault(lora_name, asyncio.Lock()):
+            deadline = time.monotonic() + wait_s
+            while self._resident.get(lora_name, 0) > 0 and time.monotonic() < deadline:
+                async with self._changed:
+                    try:
+                        await asyncio.wait_for(self._changed.wait(), max(0.0, deadline - time.monotonic()))
+                    except asyncio.TimeoutError:
+                        pass
+            if self._resident.pop(lora_name, None) is not None:
+                await self.client.unload_lora(lora_name)
+                self.metrics.resident_adapters.labels(self.worker_name).set(len(self._resident))
+        self._locks.pop(lora_name, None)
 
     @asynccontextmanager
     async def use(self, lora_name: str, path: Callable[[], Awaitable[str]]) -> AsyncIterator[None]:
@@ -70,20 +86,22 @@ class AdapterResidency:
                 self._resident.move_to_end(lora_name)
                 return
             await self._free_slot()
-            self._resident[lora_name] = 1  # reserve the slot before awaiting the load
+            # The slot is reserved while loading, but the adapter joins ``_resident`` (the lock-free
+            # fast path) only once the worker has it.
+            self._loading.add(lora_name)
             started = time.perf_counter()
             try:
                 await self.client.load_lora(lora_name, await path())
-            except BaseException:
-                self._resident.pop(lora_name, None)
-                raise
+            finally:
+                self._loading.discard(lora_name)
+            self._resident[lora_name] = 1
             self.metrics.adapter_loads.labels(self.worker_name).inc()
             self.metrics.adapter_load_seconds.labels(self.worker_name).observe(time.perf_counter() - started)
             self.metrics.resident_adapters.labels(self.worker_name).set(len(self._resident))
 
     async def _free_slot(self) -> None:
         deadline = time.monotonic() + self.slot_wait_s
-        while len(self._resident) >= self.slots:
+        while len(self._resident) + len(self._loading) >= self.slots:
             idle = next((name for name, busy in self._resident.items() if busy == 0), None)
             if idle is not None:
                 del self._resident[idle]

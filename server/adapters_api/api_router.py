@@ -1,0 +1,55 @@
+"""Routes of the tenant-facing adapter API: upload, list, show, delete."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse
+
+from server.adapters_api.protocol import AdapterDeleted, AdapterList, AdapterPublic, AdapterVersions
+from server.deps import ServicesDep, TenantDep
+from server.errors import UnsupportedMediaTypeError
+
+router = APIRouter(prefix="/v1/adapters")
+
+
+def require_multipart(request: Request) -> None:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise UnsupportedMediaTypeError("send the adapter as multipart/form-data", code="unsupported_media_type")
+
+
+@router.post("", dependencies=[Depends(require_multipart)])
+async def upload_adapter(
+    tenant: TenantDep,
+    services: ServicesDep,
+    name: Annotated[str, Form(description="Adapter name; re-using it adds a version.")],
+    file: Annotated[list[UploadFile], File(description="adapter_config.json + adapter_model.safetensors, "
+                                                       "or one .tar/.tar.gz/.zip archive")],
+    base_model: Annotated[str | None, Form(description="name or name@version; default the only base")] = None,
+    description: Annotated[str, Form()] = "",
+    trained_with: Annotated[str, Form(description="trans-peft | lora | unknown")] = "unknown",
+    eval_set: Annotated[UploadFile | None, File(description="JSONL eval set kept for base upgrades")] = None,
+    eval_scoring: Annotated[str, Form(description="exact_match | contains")] = "exact_match",
+):
+    """Upload a PEFT LoRA adapter: 201 when ready, 202 while its live check waits for a worker."""
+    adapter, finished = await services.adapters.upload(
+        tenant, file, name=name, base_model=base_model, description=description, trained_with=trained_with,
+        eval_set=eval_set, eval_scoring=eval_scoring)
+    return JSONResponse(AdapterPublic.of(adapter).model_dump(mode="json"), status_code=201 if finished else 202)
+
+
+@router.get("")
+async def list_adapters(tenant: TenantDep, services: ServicesDep) -> AdapterList:
+    rows = await services.adapters.list_for(tenant)
+    return AdapterList(data=[AdapterPublic.of(a) for a in rows])
+
+
+@router.get("/{name}")
+async def get_adapter(name: str, tenant: TenantDep, services: ServicesDep) -> AdapterVersions:
+    rows = await services.adapters.versions(tenant, name)
+    return AdapterVersions(name=rows[0].name, versions=[AdapterPublic.of(a) for a in rows])
+
+
+@router.delete("/{name}")
+async def delete_adapter(name: str, tenant: TenantDep, services: ServicesDep) -> AdapterDeleted:
+    deleted = await services.adapters.delete(tenant, name)
+    return AdapterDeleted(id=name, versions=[a.version for a in deleted])

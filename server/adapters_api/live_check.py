@@ -1,0 +1,78 @@
+"""The last gate before ``ready``: load the adapter on a worker of its base and generate a few
+tokens. Adapters whose check could not run (worker down, server crashed mid-check) are
+picked up again in the background until it can."""
+
+import asyncio
+import logging
+
+from adapters.registration import AdapterRegistration
+from adapters.registry.models import Adapter, AdapterStatus
+from adapters.registry.repository import Registry
+from adapters.storage.materialize import AdapterMaterializer
+from server.engine.pool import WorkerPool
+from server.engine.worker_client import WorkerLoraError
+from server.errors import WorkerUnavailableError
+
+log = logging.getLogger(__name__)
+PROBE = {"prompt": "Hello", "max_tokens": 4, "temperature": 0}
+
+
+class LiveCheck:
+    def __init__(self, registry: Registry, pool: WorkerPool, materializer: AdapterMaterializer,
+                 registration: AdapterRegistration):
+        self.registry = registry
+        self.pool = pool
+        self.materializer = materializer
+        self.registration = registration
+        self._pending: asyncio.Task | None = None
+
+    async def run(self, adapter: Adapter) -> Adapter:
+        """Return the adapter as ``ready`` or ``rejected``; raise WorkerUnavailableError if no
+        worker can run the check now (the adapter then stays ``received``)."""
+        self.pool.ensure(adapter.base_version)
+        try:
+            slot = self.pool.ready_slot(adapter.base_version.ref)
+        except WorkerUnavailableError:
+            await asyncio.to_thread(self.registry.set_status, adapter.id, AdapterStatus.received,
+                                    "waiting for a worker to run the live check")
+            self.schedule_pending()
+            raise
+        await asyncio.to_thread(self.registry.set_status, adapter.id, AdapterStatus.validating)
+        try:
+            async def path() -> str:
+                return str(await asyncio.to_thread(self.materializer.folder_for, adapter))
+
+            async with slot.residency.use(adapter.lora_name, path):
+                resp = await slot.worker.client.post("/v1/completions", {"model": adapter.lora_name, **PROBE})
+            if resp.status_code != 200 or not resp.json()["usage"]["completion_tokens"]:
+                raise WorkerLoraError(f"generation failed: {resp.status_code} {resp.text[:300]}")
+        except WorkerLoraError as e:
+            reason = f"live check failed on {adapter.base_version.ref}: {e}"
+            rejected = await asyncio.to_thread(self.registry.set_status, adapter.id, AdapterStatus.rejected, reason)
+            await asyncio.to_thread(self.registration.release_blobs, rejected)
+            return rejected
+        return await asyncio.to_thread(self.registry.set_status, adapter.id, AdapterStatus.ready)
+
+    def schedule_pending(self) -> None:
+        """Finish checks that could not run, once their workers are up (idempotent)."""
+        if self._pending is None or self._pending.done():
+            self._pending = asyncio.create_task(self._finish_pending(), name="pending live checks")
+
+    async def _finish_pending(self) -> None:
+        while True:
+            pending = await asyncio.to_thread(self.registry.adapters_in, AdapterStatus.received,
+                                              AdapterStatus.validating)
+            if not pending:
+                return
+            for adapter in pending:
+                try:
+                    await self.run(adapter)
+                except WorkerUnavailableError:
+                    pass
+                except Exception:  # one broken adapter must not stop the others' checks
+                    log.exception("live check of adapter %s crashed", adapter.id)
+            await asyncio.sleep(2)
+
+    async def stop(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()

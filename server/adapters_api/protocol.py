@@ -1,0 +1,56 @@
+"""Wire types of the adapter API (shared with the admin API)."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel
+
+from adapters.registry.models import Adapter
+
+
+class AdapterPublic(BaseModel):
+    name: str
+    version: int
+    tenant: str
+    base_model: str
+    base_version: int
+    status: str
+    status_reason: str | None
+    rank: int
+    lora_alpha: float
+    target_modules: list[str]
+    sha256: str
+    size_bytes: int
+    trained_with: str
+    description: str
+    eval_items: int
+    eval_scoring: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, a: Adapter) -> "AdapterPublic":
+        return cls(
+            name=a.name, version=a.version, tenant=a.tenant.name, base_model=a.base_version.base_model.name,
+            base_version=a.base_version.version, status=a.status.value, status_reason=a.status_reason,
+            rank=a.rank, lora_alpha=a.lora_alpha, target_modules=a.target_modules, sha256=a.weights_sha256,
+            size_bytes=a.size_bytes, trained_with=a.trained_with, description=a.description,
+            eval_items=a.eval_items, eval_scoring=a.eval_scoring, created_at=a.created_at, updated_at=a.updated_at)
+
+
+class AdapterVersions(BaseModel):
+    name: str
+    object: Literal["adapter"] = "adapter"
+    versions: list[AdapterPublic]
+
+
+class AdapterList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[AdapterPublic]
+
+
+class AdapterDeleted(BaseModel):
+    id: str
+    object: Literal["adapter"] = "adapter"
+    deleted: bool = True
+    versions: list[int]

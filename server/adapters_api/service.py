@@ -1,0 +1,72 @@
+"""Adapter upload, listing and deletion for one tenant, shared by /v1/adapters and /admin/."""
+
+import asyncio
+import shutil
+
+from fastapi import UploadFile
+
+from adapters.registration import AdapterRegistration
+from adapters.registry.models import Adapter, AdapterStatus, Tenant
+from adapters.registry.repository import Registry, split_ref
+from adapters.storage.materialize import AdapterMaterializer
+from server.adapters_api.intake import build_submission, upload_workspace
+from server.adapters_api.live_check import LiveCheck
+from server.engine.pool import WorkerPool
+from server.errors import AdapterInvalidError, NotFoundError, WorkerUnavailableError
+from server.settings import Settings
+
+
+class AdapterService:
+    def __init__(self, settings: Settings, registry: Registry, registration: AdapterRegistration,
+                 live_check: LiveCheck, pool: WorkerPool, materializer: AdapterMaterializer):
+        self.settings = settings
+        self.registry = registry
+        self.registration = registration
+        self.live_check = live_check
+        self.pool = pool
+        self.materializer = materializer
+
+    async def upload(self, tenant: Tenant, files: list[UploadFile], **fields) -> tuple[Adapter, bool]:
+        """Validate, store and live-check an upload; returns (adapter, finished)."""
+        async with upload_workspace(self.settings) as workspace:
+            submission = await build_submission(self.settings, workspace, files, **fields)
+            adapter = await asyncio.to_thread(self.registration.register, tenant, submission)
+        try:
+            checked = await asyncio.wait_for(self.live_check.run(adapter), self.settings.live_check_timeout_s)
+        except (WorkerUnavailableError, asyncio.TimeoutError):
+            self.live_check.schedule_pending()
+            return await asyncio.to_thread(self.registry.get_adapter, adapter.id), False
+        if checked.status == AdapterStatus.rejected:
+            raise AdapterInvalidError(f"adapter {checked.name}@{checked.version} was rejected: "
+                                      f"{checked.status_reason}", code="live_check_failed")
+        return checked, True
+
+    async def list_for(self, tenant: Tenant) -> list[Adapter]:
+        return await asyncio.to_thread(self.registry.list_adapters, tenant.id, ready_only=False)
+
+    async def versions(self, tenant: Tenant, name: str) -> list[Adapter]:
+        base_name, version = split_ref(name)
+        rows = await asyncio.to_thread(self.registry.list_adapters, tenant.id, ready_only=False, name=base_name)
+        rows = [a for a in rows if version is None or a.version == version]
+        if not rows:  # another tenant's adapter answers exactly like a missing one
+            raise NotFoundError(f"adapter {name!r} does not exist", code="adapter_not_found", param="name")
+        return rows
+
+    async def delete(self, tenant: Tenant, ref: str) -> list[Adapter]:
+        """Delete ``name`` (every version) or ``name@v``: new requests get 404 at once, requests in
+        flight finish, then the adapter is unloaded and unshared blobs are removed."""
+        await self.versions(tenant, ref)
+        name, version = split_ref(ref)
+        deleted = await asyncio.to_thread(self.registry.mark_deleted, tenant.id, name, version)
+        for adapter in deleted:
+            slot = self.pool.slots.get(adapter.base_version.ref)
+            if slot is not None:
+                try:
+                    await slot.residency.remove(adapter.lora_name, self.settings.request_timeout_s)
+                except WorkerUnavailableError:
+                    pass  # a restarting worker has no adapters loaded anyway
+            await asyncio.to_thread(self.registration.release_blobs, adapter)
+            folder = self.materializer.folder_path(adapter)
+            if not await asyncio.to_thread(self.registry.blob_in_use, adapter.weights_sha256):
+                await asyncio.to_thread(shutil.rmtree, folder, True)
+        return deleted
