@@ -26,6 +26,7 @@ from server.metrics import GatewayMetrics
 from server.openai_api.api_router import router as openai_router
 from server.openai_api.serving import OpenAIServing
 from server.settings import Settings
+from server.ttl_cache import TtlCache
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,12 @@ def build_services(settings: Settings) -> Services:
     quota = TenantQuota(max_adapters=settings.tenant_max_adapters, max_bytes=settings.tenant_max_bytes)
     registration = AdapterRegistration(registry, blobs, max_rank=settings.max_lora_rank, quota=quota)
     live_check = LiveCheck(registry, pool, materializer, registration)
+    serving = OpenAIServing(registry, pool, materializer, metrics, TtlCache(settings.lookup_cache_ttl_s))
     return Services(
-        settings=settings, registry=registry, pool=pool, metrics=metrics,
-        serving=OpenAIServing(registry, pool, materializer, metrics), registration=registration,
-        adapters=AdapterService(settings, registry, registration, live_check, pool, materializer),
-        admin_key=load_or_create_admin_key(settings))
+        settings=settings, registry=registry, pool=pool, metrics=metrics, serving=serving, registration=registration,
+        adapters=AdapterService(settings, registry, registration, live_check, pool, materializer,
+                                on_change=serving.forget_resolutions),
+        admin_key=load_or_create_admin_key(settings), tenant_cache=TtlCache(settings.lookup_cache_ttl_s))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -16,6 +16,7 @@ from server.errors import AuthenticationError, PermissionDeniedError
 from server.metrics import GatewayMetrics
 from server.openai_api.serving import OpenAIServing
 from server.settings import Settings
+from server.ttl_cache import TtlCache
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Services:
     adapters: AdapterService
     metrics: GatewayMetrics
     admin_key: str
+    tenant_cache: TtlCache[str, Tenant]
 
 
 def get_services(request: Request) -> Services:
@@ -49,9 +51,12 @@ def _bearer(request: Request) -> str:
 
 async def get_tenant(request: Request, services: ServicesDep) -> Tenant:
     key = _bearer(request)
-    tenant = await asyncio.to_thread(services.registry.tenant_for_key, key)
+    tenant = services.tenant_cache.get(key)
     if tenant is None:
-        raise AuthenticationError("Incorrect API key provided.")
+        tenant = await asyncio.to_thread(services.registry.tenant_for_key, key)
+        if tenant is None:
+            raise AuthenticationError("Incorrect API key provided.")
+        services.tenant_cache.put(key, tenant)
     return tenant
 
 

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     adapter_slot_wait_s: float = 60.0
     """How long a request waits for a residency slot when every resident adapter is busy."""
 
+    lookup_cache_ttl_s: float = Field(default=2.0, ge=0.0)
+    """How long API-key and model-name lookups are cached per gateway (changes made through this
+    gateway apply at once; other gateways see them within this time)."""
+
     metrics_adapter_label_limit: int = Field(default=100, ge=0)
     """Distinct adapter label values in ``/metrics``; further adapters are counted as ``_other``."""
 

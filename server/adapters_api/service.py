@@ -2,6 +2,7 @@
 
 import asyncio
 import shutil
+from collections.abc import Callable
 
 from fastapi import UploadFile
 
@@ -18,13 +19,15 @@ from server.settings import Settings
 
 class AdapterService:
     def __init__(self, settings: Settings, registry: Registry, registration: AdapterRegistration,
-                 live_check: LiveCheck, pool: WorkerPool, materializer: AdapterMaterializer):
+                 live_check: LiveCheck, pool: WorkerPool, materializer: AdapterMaterializer,
+                 on_change: Callable[[], None]):
         self.settings = settings
         self.registry = registry
         self.registration = registration
         self.live_check = live_check
         self.pool = pool
         self.materializer = materializer
+        self._on_change = on_change  # e.g. drop cached model-name resolutions
 
     async def upload(self, tenant: Tenant, files: list[UploadFile], **fields) -> tuple[Adapter, bool]:
         """Validate, store and live-check an upload; returns (adapter, finished)."""
@@ -36,6 +39,7 @@ class AdapterService:
         except (WorkerUnavailableError, asyncio.TimeoutError):
             self.live_check.schedule_pending()
             return await asyncio.to_thread(self.registry.get_adapter, adapter.id), False
+        self._on_change()
         if checked.status == AdapterStatus.rejected:
             raise AdapterInvalidError(f"adapter {checked.name}@{checked.version} was rejected: "
                                       f"{checked.status_reason}", code="live_check_failed")
@@ -58,6 +62,7 @@ class AdapterService:
         await self.versions(tenant, ref)
         name, version = split_ref(ref)
         deleted = await asyncio.to_thread(self.registry.mark_deleted, tenant.id, name, version)
+        self._on_change()
         for adapter in deleted:
             slot = self.pool.slots.get(adapter.base_version.ref)
             if slot is not None:

@@ -18,6 +18,7 @@ from server.engine.worker_process import WORKER_BASE_NAME
 from server.errors import PeftServeError, WorkerRequestError, WorkerUnavailableError
 from server.metrics import GatewayMetrics
 from server.openai_api.model_resolution import Target, resolve_model
+from server.ttl_cache import TtlCache
 
 
 class _AdapterGone(Exception):
@@ -26,15 +27,28 @@ class _AdapterGone(Exception):
 
 class OpenAIServing:
     def __init__(self, registry: Registry, pool: WorkerPool, materializer: AdapterMaterializer,
-                 metrics: GatewayMetrics):
+                 metrics: GatewayMetrics, resolutions: TtlCache[tuple[int, str], Target]):
         self.registry = registry
         self.pool = pool
         self.materializer = materializer
         self.metrics = metrics
+        self._resolutions = resolutions
+
+    def forget_resolutions(self) -> None:
+        """Adapters changed (upload, delete): resolve model names afresh."""
+        self._resolutions.clear()
+
+    async def _resolve(self, tenant: Tenant, model: str) -> Target:
+        key = (tenant.id, model)
+        target = self._resolutions.get(key)
+        if target is None:
+            target = await asyncio.to_thread(resolve_model, self.registry, tenant, model)
+            self._resolutions.put(key, target)
+        return target
 
     async def generate(self, tenant: Tenant, endpoint: str, body: dict):
         started = time.perf_counter()
-        target = await asyncio.to_thread(resolve_model, self.registry, tenant, body["model"])
+        target = await self._resolve(tenant, body["model"])
         labels = self.metrics.labels(tenant.name, target.adapter_label, target.base_ref)
         self.metrics.requests.labels(**labels, endpoint=endpoint).inc()
         try:
@@ -85,6 +99,10 @@ class OpenAIServing:
     async def _relay_stream(self, resp: httpx.Response, stack: AsyncExitStack, target: Target, labels: dict,
                             started: float, client_wants_usage: bool) -> AsyncIterator[bytes]:
         first = True
+        # Fast path: token chunks carry the worker's model name verbatim; swapping the string
+        # avoids a JSON round trip per token. Chunks with usage (or any surprise) take the JSON path.
+        worker_model = json.dumps(target.lora_name or WORKER_BASE_NAME)
+        needle, replacement = f'"model":{worker_model}', f'"model":{json.dumps(target.public_name)}'
         try:
             async for line in resp.aiter_lines():
                 if not line.startswith("data: "):
@@ -92,6 +110,12 @@ class OpenAIServing:
                 payload = line[6:]
                 if payload == "[DONE]":
                     yield b"data: [DONE]\n\n"
+                    continue
+                if '"usage"' not in payload and needle in payload:
+                    if first:
+                        first = False
+                        self.metrics.ttft.labels(**labels).observe(time.perf_counter() - started)
+                    yield f"data: {payload.replace(needle, replacement, 1)}\n\n".encode()
                     continue
                 chunk = json.loads(payload)
                 if "model" in chunk:
