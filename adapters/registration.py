@@ -50,7 +50,7 @@ class AdapterRegistration:
         self.max_rank = max_rank
         self.quota = quota
 
-    def register(self, tenant: Tenant, sub: AdapterSubmission) -> Adapter:
+    def register(self, tenant: Tenant, sub: AdapterSubmission, training_metadata: dict | None = None) -> Adapter:
         """Validate statically and store; returns the new row in ``validating``."""
         check_name("adapter", sub.name)
         if sub.trained_with not in TRAINED_WITH:
@@ -80,7 +80,7 @@ class AdapterRegistration:
             target_modules=sorted(config.target_modules), config_sha256=config_sha, weights_sha256=weights_sha,
             size_bytes=size, status=AdapterStatus.validating, trained_with=sub.trained_with,
             description=sub.description, eval_set_sha256=eval_sha, eval_scoring=scoring,
-            eval_items=len(eval_items or ()))
+            eval_items=len(eval_items or ()), training_metadata=training_metadata)
 
     def release_blobs(self, adapter: Adapter) -> None:
         """Delete the adapter's blobs unless another live adapter shares them."""

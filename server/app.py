@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapters.registration import AdapterRegistration, TenantQuota
+from adapters.registry.fine_tuning_repository import FineTuningRepository
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
 from adapters.registry.repository import Registry
 from adapters.storage.blob_store import LocalBlobStore
@@ -18,6 +19,10 @@ from server.adapters_api.api_router import router as adapters_router
 from server.adapters_api.live_check import LiveCheck
 from server.adapters_api.service import AdapterService
 from server.admin.api_router import router as admin_router
+from server.files_api.api_router import router as files_router
+from server.fine_tuning.api_router import router as fine_tuning_router
+from server.fine_tuning.runner import FineTuningRunner
+from server.fine_tuning.service import FineTuningService
 from server.admin_key import load_or_create_admin_key
 from server.deps import Services
 from server.engine.pool import WorkerPool
@@ -35,7 +40,8 @@ def build_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database_url)
     upgrade_schema(engine)
-    registry = Registry(make_session_factory(engine))
+    sessions = make_session_factory(engine)
+    registry = Registry(sessions)
     blobs = LocalBlobStore(settings.blob_dir)
     blobs.clear_temp()
     shutil.rmtree(settings.data_dir / "uploads", ignore_errors=True)  # spooled parts of uploads a crash cut off
@@ -46,10 +52,14 @@ def build_services(settings: Settings) -> Services:
     registration = AdapterRegistration(registry, blobs, max_rank=settings.max_lora_rank, quota=quota)
     live_check = LiveCheck(registry, pool, materializer, registration)
     serving = OpenAIServing(registry, pool, materializer, metrics, TtlCache(settings.lookup_cache_ttl_s))
+    adapters = AdapterService(settings, registry, registration, live_check, pool, materializer,
+                              on_change=serving.forget_resolutions)
+    fine_tuning = FineTuningService(registry, FineTuningRepository(sessions), blobs, settings.data_dir / "fine_tuning")
+    runner = FineTuningRunner(fine_tuning, adapters, max_concurrent=settings.fine_tuning_max_concurrent,
+                              max_per_tenant=settings.fine_tuning_max_per_tenant)
     return Services(
         settings=settings, registry=registry, pool=pool, metrics=metrics, serving=serving, registration=registration,
-        adapters=AdapterService(settings, registry, registration, live_check, pool, materializer,
-                                on_change=serving.forget_resolutions),
+        adapters=adapters, blobs=blobs, fine_tuning=fine_tuning, fine_tuning_runner=runner,
         admin_key=load_or_create_admin_key(settings), tenant_cache=TtlCache(settings.lookup_cache_ttl_s))
 
 
@@ -64,7 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not services.pool.slots:
             log.warning("no base model is registered: run `peftserve base import` first")
         services.adapters.live_check.schedule_pending()  # checks a crash or restart interrupted
+        await services.fine_tuning_runner.start()
         yield
+        await services.fine_tuning_runner.stop()
         await services.adapters.live_check.stop()
         await services.pool.stop()
 
@@ -73,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(adapters_router)
+    app.include_router(files_router)
+    app.include_router(fine_tuning_router)
     app.include_router(admin_router)
 
     @app.get("/health", include_in_schema=False)

@@ -8,10 +8,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from adapters.registration import AdapterRegistration
+from adapters.storage.blob_store import BlobStore
 from server.adapters_api.service import AdapterService
 from adapters.registry.models import Tenant
 from adapters.registry.repository import Registry
 from server.engine.pool import WorkerPool
+from server.fine_tuning.runner import FineTuningRunner
+from server.fine_tuning.service import FineTuningService
 from server.errors import AuthenticationError, PermissionDeniedError
 from server.metrics import GatewayMetrics
 from server.openai_api.serving import OpenAIServing
@@ -29,6 +32,9 @@ class Services:
     serving: OpenAIServing
     registration: AdapterRegistration
     adapters: AdapterService
+    blobs: BlobStore
+    fine_tuning: FineTuningService
+    fine_tuning_runner: FineTuningRunner
     metrics: GatewayMetrics
     admin_key: str
     tenant_cache: TtlCache[str, Tenant]

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     port: int = 8000
     """Port the gateway listens on."""
 
+    access_log: bool = False
+    """Log every HTTP request (off by default: it costs CPU on the request path; /metrics counts them)."""
+
     admin_key: str | None = None
     """Key for ``/admin/``; when unset, one is generated on first start into ``<data_dir>/admin.key``."""
 
@@ -83,6 +86,12 @@ class Settings(BaseSettings):
 
     tenant_max_bytes: int = Field(default=10 * 1024**3, ge=1)
     """Adapter weight bytes one tenant may hold."""
+
+    fine_tuning_max_concurrent: int = Field(default=1, ge=1)
+    """Fine-tuning jobs that train at the same time on this gateway's machine."""
+
+    fine_tuning_max_per_tenant: int = Field(default=1, ge=1)
+    """Fine-tuning jobs one tenant may have training at once (more wait in the queue)."""
 
     live_check_timeout_s: float = 120.0
     """How long an upload waits for the live check before answering 202 and finishing it later."""

@@ -100,6 +100,8 @@ class Adapter(Base):
     eval_set_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     eval_scoring: Mapped[str | None] = mapped_column(String(32), nullable=True)
     eval_items: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # How it was trained (fine-tuning job id, method, hyperparameters), when trained here.
+    training_metadata: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -112,3 +114,72 @@ class Adapter(Base):
         means the same weights, even across gateways or databases sharing a worker, and
         identical adapters of two tenants share one slot."""
         return "lora-" + hashlib.sha256(f"{self.config_sha256}:{self.weights_sha256}".encode()).hexdigest()[:24]
+
+
+class FileStatus(str, enum.Enum):
+    processed = "processed"
+    deleted = "deleted"
+
+
+class StoredFile(Base):
+    """A file uploaded through /v1/files (training data); its bytes live in the blob store."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    purpose: Mapped[str] = mapped_column(String(32))
+    bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[FileStatus] = mapped_column(Enum(FileStatus, native_enum=False, length=16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class JobStatus(str, enum.Enum):
+    """OpenAI's fine-tuning job states."""
+
+    validating_files = "validating_files"
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+TERMINAL_JOB_STATES = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+class FineTuningJob(Base):
+    __tablename__ = "fine_tuning_jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    base_version_id: Mapped[int] = mapped_column(ForeignKey("base_versions.id"))
+    model: Mapped[str] = mapped_column(String(160))  # as the client named the base
+    training_file: Mapped[str] = mapped_column(ForeignKey("files.id"))
+    validation_file: Mapped[str | None] = mapped_column(ForeignKey("files.id"), nullable=True)
+    suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    hyperparameters: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=24), index=True)
+    error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    trained_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    tenant: Mapped[Tenant] = relationship()
+    base_version: Mapped[BaseVersion] = relationship()
+
+
+class FineTuningEvent(Base):
+    __tablename__ = "fine_tuning_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("fine_tuning_jobs.id", ondelete="CASCADE"), index=True)
+    level: Mapped[str] = mapped_column(String(8), default="info")
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -8,7 +8,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
-from adapters.registry.models import Adapter, AdapterStatus, ApiKey, BaseModel, BaseVersion, Tenant
+from adapters.registry.models import (Adapter, AdapterStatus, ApiKey, BaseModel, BaseVersion, FileStatus, StoredFile,
+                                      Tenant)
 from server.errors import ConflictError, InvalidRequestError, NotFoundError
 from server.tenancy.api_keys import display_prefix, hash_api_key, new_api_key
 
@@ -208,8 +209,11 @@ class Registry:
             return rows
 
     def blob_in_use(self, sha256: str) -> bool:
-        """Whether any adapter that is not deleted or rejected still references this blob."""
+        """Whether a live adapter or uploaded file still references this blob."""
         live = Adapter.status.not_in([AdapterStatus.deleted, AdapterStatus.rejected])
         with self.session() as s:
-            return s.scalar(select(func.count(Adapter.id)).where(live, (Adapter.weights_sha256 == sha256) | (
-                Adapter.config_sha256 == sha256) | (Adapter.eval_set_sha256 == sha256))) > 0
+            adapters = s.scalar(select(func.count(Adapter.id)).where(live, (Adapter.weights_sha256 == sha256) | (
+                Adapter.config_sha256 == sha256) | (Adapter.eval_set_sha256 == sha256)))
+            files = s.scalar(select(func.count(StoredFile.id)).where(
+                StoredFile.sha256 == sha256, StoredFile.status == FileStatus.processed))
+            return adapters + files > 0

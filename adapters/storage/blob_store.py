@@ -6,6 +6,7 @@ one. Reads verify the hash, so a corrupted blob is never served.
 """
 
 import hashlib
+import io
 import os
 import shutil
 import tempfile
@@ -27,6 +28,9 @@ class BlobStore(Protocol):
 
     def copy_to(self, sha256: str, dest: Path) -> None:
         """Write the blob to ``dest`` (atomically), verifying its hash on the way."""
+
+    def open(self, sha256: str) -> BinaryIO:
+        """Read a (small) blob whole, hash-verified."""
 
     def delete(self, sha256: str) -> None: ...
 
@@ -85,6 +89,12 @@ class LocalBlobStore:
             tmp.unlink()
             raise BlobCorruptedError(f"blob {sha256} is corrupted on disk")
         os.replace(tmp, dest)
+
+    def open(self, sha256: str) -> BinaryIO:
+        data = self._path(sha256).read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise BlobCorruptedError(f"blob {sha256} is corrupted on disk")
+        return io.BytesIO(data)
 
     def delete(self, sha256: str) -> None:
         self._path(sha256).unlink(missing_ok=True)

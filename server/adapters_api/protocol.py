@@ -25,6 +25,7 @@ class AdapterPublic(BaseModel):
     description: str
     eval_items: int
     eval_scoring: str | None
+    training_metadata: dict | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -35,7 +36,8 @@ class AdapterPublic(BaseModel):
             base_version=a.base_version.version, status=a.status.value, status_reason=a.status_reason,
             rank=a.rank, lora_alpha=a.lora_alpha, target_modules=a.target_modules, sha256=a.weights_sha256,
             size_bytes=a.size_bytes, trained_with=a.trained_with, description=a.description,
-            eval_items=a.eval_items, eval_scoring=a.eval_scoring, created_at=a.created_at, updated_at=a.updated_at)
+            eval_items=a.eval_items, eval_scoring=a.eval_scoring,
+            training_metadata=a.training_metadata, created_at=a.created_at, updated_at=a.updated_at)
 
 
 class AdapterVersions(BaseModel):

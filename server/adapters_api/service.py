@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from fastapi import UploadFile
 
-from adapters.registration import AdapterRegistration
+from adapters.registration import AdapterRegistration, AdapterSubmission
 from adapters.registry.models import Adapter, AdapterStatus, Tenant
 from adapters.registry.repository import Registry, split_ref
 from adapters.storage.materialize import AdapterMaterializer
@@ -33,7 +33,12 @@ class AdapterService:
         """Validate, store and live-check an upload; returns (adapter, finished)."""
         async with upload_workspace(self.settings) as workspace:
             submission = await build_submission(self.settings, workspace, files, **fields)
-            adapter = await asyncio.to_thread(self.registration.register, tenant, submission)
+            return await self.register(tenant, submission)
+
+    async def register(self, tenant: Tenant, submission: AdapterSubmission,
+                       training_metadata: dict | None = None) -> tuple[Adapter, bool]:
+        """Static validation, storage, then the live check; returns (adapter, finished)."""
+        adapter = await asyncio.to_thread(self.registration.register, tenant, submission, training_metadata)
         try:
             checked = await asyncio.wait_for(self.live_check.run(adapter), self.settings.live_check_timeout_s)
         except (WorkerUnavailableError, asyncio.TimeoutError):

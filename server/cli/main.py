@@ -74,7 +74,8 @@ def serve(
     application = create_app(settings)
     key_hint = "PEFTSERVE_ADMIN_KEY" if settings.admin_key else admin_key_path(settings)
     console.print(f"peftserve on http://{settings.host}:{settings.port} (admin key: {key_hint})")
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="info",
+                access_log=settings.access_log)
 
 
 @base_app.command("import")

@@ -52,7 +52,7 @@ class OpenAIServing:
         labels = self.metrics.labels(tenant.name, target.adapter_label, target.base_ref)
         self.metrics.requests.labels(**labels, endpoint=endpoint).inc()
         try:
-            for attempt in range(2):
+            for _ in range(2):
                 try:
                     return await self._forward(target, endpoint, body, labels, started)
                 except _AdapterGone:

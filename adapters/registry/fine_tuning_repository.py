@@ -1,0 +1,116 @@
+"""Queries and writes for uploaded files, fine-tuning jobs and their events."""
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, joinedload, sessionmaker
+
+from adapters.registry.models import (TERMINAL_JOB_STATES, BaseVersion, FileStatus, FineTuningEvent, FineTuningJob,
+                                      JobStatus, StoredFile, utcnow)
+from server.errors import NotFoundError
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+class FineTuningRepository:
+    def __init__(self, sessions: sessionmaker[Session]):
+        self._sessions = sessions
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as s:
+            yield s
+
+    # --- files ------------------------------------------------------------------------
+    def add_file(self, tenant_id: int, filename: str, purpose: str, size: int, sha256: str) -> StoredFile:
+        with self.session() as s:
+            row = StoredFile(id=new_id("file"), tenant_id=tenant_id, filename=filename, purpose=purpose, bytes=size,
+                             sha256=sha256, status=FileStatus.processed)
+            s.add(row)
+            s.flush()
+            return row
+
+    def get_file(self, tenant_id: int, file_id: str, *, param: str = "file_id") -> StoredFile:
+        with self.session() as s:
+            row = s.scalar(select(StoredFile).where(StoredFile.id == file_id, StoredFile.tenant_id == tenant_id,
+                                                    StoredFile.status == FileStatus.processed))
+        if row is None:
+            raise NotFoundError(f"No such file: {file_id!r}", code="file_not_found", param=param)
+        return row
+
+    def list_files(self, tenant_id: int) -> list[StoredFile]:
+        with self.session() as s:
+            return list(s.scalars(select(StoredFile).where(StoredFile.tenant_id == tenant_id,
+                                                           StoredFile.status == FileStatus.processed)
+                                  .order_by(StoredFile.created_at.desc())))
+
+    def delete_file(self, tenant_id: int, file_id: str) -> StoredFile:
+        row = self.get_file(tenant_id, file_id)
+        with self.session() as s:
+            s.execute(update(StoredFile).where(StoredFile.id == row.id).values(status=FileStatus.deleted))
+        return row
+
+    # --- jobs -------------------------------------------------------------------------
+    def _job_query(self):
+        return select(FineTuningJob).options(
+            joinedload(FineTuningJob.base_version).joinedload(BaseVersion.base_model),
+            joinedload(FineTuningJob.tenant))
+
+    def add_job(self, **fields) -> FineTuningJob:
+        with self.session() as s:
+            job = FineTuningJob(id=new_id("ftjob"), status=JobStatus.queued, **fields)
+            s.add(job)
+            s.flush()  # the event's foreign key needs the job row first
+            s.add(FineTuningEvent(job_id=job.id, message="Fine-tuning job created; queued"))
+        return self.get_job(job.id)
+
+    def get_job(self, job_id: str, tenant_id: int | None = None) -> FineTuningJob:
+        with self.session() as s:
+            query = self._job_query().where(FineTuningJob.id == job_id)
+            if tenant_id is not None:
+                query = query.where(FineTuningJob.tenant_id == tenant_id)
+            job = s.scalar(query)
+        if job is None:
+            raise NotFoundError(f"No such fine-tuning job: {job_id!r}", code="fine_tuning_job_not_found",
+                                param="fine_tuning_job_id")
+        return job
+
+    def list_jobs(self, tenant_id: int) -> list[FineTuningJob]:
+        with self.session() as s:
+            return list(s.scalars(self._job_query().where(FineTuningJob.tenant_id == tenant_id)
+                                  .order_by(FineTuningJob.created_at.desc())))
+
+    def jobs_in(self, *statuses: JobStatus) -> list[FineTuningJob]:
+        with self.session() as s:
+            return list(s.scalars(self._job_query().where(FineTuningJob.status.in_(statuses))
+                                  .order_by(FineTuningJob.created_at)))
+
+    def update_job(self, job_id: str, **values) -> None:
+        if values.get("status") in TERMINAL_JOB_STATES:
+            values.setdefault("finished_at", utcnow())
+        with self.session() as s:
+            s.execute(update(FineTuningJob).where(FineTuningJob.id == job_id).values(**values))
+
+    def request_cancel(self, job_id: str, tenant_id: int) -> FineTuningJob:
+        job = self.get_job(job_id, tenant_id)
+        if job.status not in TERMINAL_JOB_STATES:
+            with self.session() as s:
+                s.execute(update(FineTuningJob).where(FineTuningJob.id == job_id).values(cancel_requested=True))
+                if job.status in (JobStatus.queued, JobStatus.validating_files):
+                    s.execute(update(FineTuningJob).where(FineTuningJob.id == job_id)
+                              .values(status=JobStatus.cancelled, finished_at=utcnow()))
+                    s.add(FineTuningEvent(job_id=job_id, message="Job cancelled before it started"))
+        return self.get_job(job_id)
+
+    def add_event(self, job_id: str, message: str, *, level: str = "info", data: dict | None = None) -> None:
+        with self.session() as s:
+            s.add(FineTuningEvent(job_id=job_id, message=message, level=level, data=data))
+
+    def events(self, job_id: str) -> list[FineTuningEvent]:
+        with self.session() as s:
+            return list(s.scalars(select(FineTuningEvent).where(FineTuningEvent.job_id == job_id)
+                                  .order_by(FineTuningEvent.id.desc())))

@@ -1,0 +1,50 @@
+"""/v1/files: training data for fine-tuning jobs, checked line by line on upload."""
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from adapters.training.dataset import parse_records
+from server.adapters_api.intake import upload_workspace
+from server.deps import ServicesDep, TenantDep
+from server.errors import InvalidRequestError
+from server.files_api.protocol import FileDeleted, FileList, FileObject
+from server.upload_spool import spool_to_disk
+
+router = APIRouter(prefix="/v1/files")
+PURPOSES = ("fine-tune",)
+
+
+@router.post("")
+async def upload_file(tenant: TenantDep, services: ServicesDep, file: Annotated[UploadFile, File()],
+                      purpose: Annotated[str, Form()]) -> FileObject:
+    if purpose not in PURPOSES:
+        raise InvalidRequestError(f"purpose {purpose!r} is not supported; accepted: {list(PURPOSES)}",
+                                  param="purpose")
+    async with upload_workspace(services.settings) as workspace:
+        path = await spool_to_disk(file, workspace, limit=services.settings.max_upload_bytes)
+        await asyncio.to_thread(parse_records, path.read_bytes(), param=file.filename or "file")
+        sha, size = await asyncio.to_thread(services.blobs.put_file, path)
+    row = await asyncio.to_thread(services.fine_tuning.repo.add_file, tenant.id, file.filename or "upload.jsonl",
+                                  purpose, size, sha)
+    return FileObject.of(row)
+
+
+@router.get("")
+async def list_files(tenant: TenantDep, services: ServicesDep) -> FileList:
+    rows = await asyncio.to_thread(services.fine_tuning.repo.list_files, tenant.id)
+    return FileList(data=[FileObject.of(f) for f in rows])
+
+
+@router.get("/{file_id}")
+async def retrieve_file(file_id: str, tenant: TenantDep, services: ServicesDep) -> FileObject:
+    return FileObject.of(await asyncio.to_thread(services.fine_tuning.repo.get_file, tenant.id, file_id))
+
+
+@router.delete("/{file_id}")
+async def delete_file(file_id: str, tenant: TenantDep, services: ServicesDep) -> FileDeleted:
+    row = await asyncio.to_thread(services.fine_tuning.repo.delete_file, tenant.id, file_id)
+    if not await asyncio.to_thread(services.registry.blob_in_use, row.sha256):
+        await asyncio.to_thread(services.blobs.delete, row.sha256)
+    return FileDeleted(id=row.id)

@@ -1,0 +1,46 @@
+"""Map a fine-tuning request's hyperparameters (OpenAI's names plus ours) to a TrainingConfig.
+
+OpenAI's ``n_epochs``, ``batch_size`` and ``learning_rate_multiplier`` (each may be "auto"),
+and our ``method`` (trans-peft | lora), ``p_m``, ``p_c``, ``rank``, ``learning_rate`` and the
+other TrainingConfig fields. Anything else is refused, naming the key.
+"""
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from adapters.training.config import TrainingConfig
+from server.errors import InvalidRequestError
+
+DEFAULT_LR = TrainingConfig.model_fields["learning_rate"].default
+
+
+def _fail(message: str, param: str = "hyperparameters") -> InvalidRequestError:
+    return InvalidRequestError(message, code="invalid_hyperparameters", param=param)
+
+
+def training_config(hyperparameters: dict[str, Any] | None, method: dict[str, Any] | None,
+                    seed: int | None) -> TrainingConfig:
+    values = dict(hyperparameters or {})
+    if method is not None:
+        if method.get("type") != "supervised":
+            raise _fail(f"method.type {method.get('type')!r} is not supported; accepted: 'supervised' "
+                        "(choose trans-peft or lora with hyperparameters.method)", "method")
+        values.update((method.get("supervised") or {}).get("hyperparameters") or {})
+    values = {k: v for k, v in values.items() if v != "auto"}
+    if "learning_rate_multiplier" in values:
+        multiplier = values.pop("learning_rate_multiplier")
+        if not isinstance(multiplier, (int, float)) or multiplier <= 0:
+            raise _fail(f"learning_rate_multiplier must be a positive number, got {multiplier!r}")
+        values.setdefault("learning_rate", DEFAULT_LR * multiplier)
+    if seed is not None:
+        values["seed"] = seed
+    try:
+        return TrainingConfig(**values)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(map(str, first["loc"]))
+        if first["type"] == "extra_forbidden":
+            known = sorted([*TrainingConfig.model_fields, "learning_rate_multiplier"])
+            raise _fail(f"unknown hyperparameter {key!r}; accepted: {known}", f"hyperparameters.{key}") from None
+        raise _fail(f"hyperparameters.{key}: {first['msg']}", f"hyperparameters.{key}") from None

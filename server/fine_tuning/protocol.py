@@ -1,0 +1,84 @@
+"""Wire types of /v1/fine_tuning/jobs, in OpenAI's shapes (the official client parses them)."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.registry.models import FineTuningEvent, FineTuningJob
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="The base model: name or name@version")
+    training_file: str
+    validation_file: str | None = None
+    suffix: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")
+    seed: int | None = None
+    hyperparameters: dict[str, Any] | None = None
+    method: dict[str, Any] | None = None  # OpenAI's {"type": "supervised", "supervised": {"hyperparameters": ...}}
+    integrations: list | None = None
+    metadata: dict[str, str] | None = None
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class JobObject(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: int
+    error: JobError | None
+    fine_tuned_model: str | None
+    finished_at: int | None
+    hyperparameters: dict[str, Any]
+    model: str
+    organization_id: str
+    result_files: list[str] = []
+    seed: int
+    status: str
+    trained_tokens: int | None
+    training_file: str
+    validation_file: str | None
+    estimated_finish: int | None = None
+    integrations: list | None = None
+
+    @classmethod
+    def of(cls, job: FineTuningJob) -> "JobObject":
+        return cls(
+            id=job.id, created_at=int(job.created_at.timestamp()), error=JobError(**job.error) if job.error else None,
+            fine_tuned_model=job.fine_tuned_model,
+            finished_at=int(job.finished_at.timestamp()) if job.finished_at else None,
+            hyperparameters=job.hyperparameters, model=job.model, organization_id=job.tenant.name,
+            seed=job.hyperparameters.get("seed", 0), status=job.status.value, trained_tokens=job.trained_tokens,
+            training_file=job.training_file, validation_file=job.validation_file)
+
+
+class JobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobObject]
+    has_more: bool = False
+
+
+class EventObject(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: str
+    message: str
+    data: dict[str, Any] | None = None
+    type: Literal["message", "metrics"] = "message"
+
+    @classmethod
+    def of(cls, e: FineTuningEvent) -> "EventObject":
+        return cls(id=f"ftevent-{e.id}", created_at=int(e.created_at.timestamp()), level=e.level, message=e.message,
+                   data=e.data, type="metrics" if e.data and "step" in e.data else "message")
+
+
+class EventList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EventObject]
+    has_more: bool = False

@@ -1,0 +1,45 @@
+"""Create, list and cancel fine-tuning jobs; every input is checked before a job exists."""
+
+import asyncio
+from pathlib import Path
+
+from adapters.registry.fine_tuning_repository import FineTuningRepository
+from adapters.registry.models import FineTuningJob, Tenant
+from adapters.registry.repository import Registry, split_ref
+from adapters.storage.blob_store import BlobStore
+from adapters.training.run import prepare
+from server.errors import InvalidRequestError
+from server.fine_tuning.hyperparameters import training_config
+from server.fine_tuning.protocol import JobCreate
+
+
+class FineTuningService:
+    def __init__(self, registry: Registry, repo: FineTuningRepository, blobs: BlobStore, work_root: Path):
+        self.registry = registry
+        self.repo = repo
+        self.blobs = blobs
+        self.work_root = work_root
+
+    def read_file(self, tenant_id: int, file_id: str, param: str) -> bytes:
+        row = self.repo.get_file(tenant_id, file_id, param=param)
+        with self.blobs.open(row.sha256) as f:
+            return f.read()
+
+    async def create(self, tenant: Tenant, request: JobCreate) -> FineTuningJob:
+        name, version = split_ref(request.model)
+        base = await asyncio.to_thread(self.registry.find_base_version, name, version)
+        if base is None:
+            raise InvalidRequestError(f"model {request.model!r} is not a base model that can be fine-tuned",
+                                      code="model_not_available", param="model")
+        config = training_config(request.hyperparameters, request.method, request.seed)
+        training = await asyncio.to_thread(self.read_file, tenant.id, request.training_file, "training_file")
+        validation = None
+        if request.validation_file:
+            validation = await asyncio.to_thread(self.read_file, tenant.id, request.validation_file,
+                                                 "validation_file")
+        # Parse and tokenize now: a bad file is a 400 naming the line, not a failed job later.
+        await asyncio.to_thread(prepare, Path(base.path), training, validation, config)
+        return await asyncio.to_thread(
+            self.repo.add_job, tenant_id=tenant.id, base_version_id=base.id, model=request.model,
+            training_file=request.training_file, validation_file=request.validation_file, suffix=request.suffix,
+            hyperparameters=config.model_dump())

@@ -1,0 +1,113 @@
+"""The OpenAI fine-tuning API on the real gateway: files, jobs, events, cancel, queueing, and
+the trained adapter served at once; bad input refused up front."""
+
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.test_trans_peft import reverse_task
+
+FAST = {"method": "trans-peft", "p_m": 0.1, "p_c": 0.1, "rank": 8, "max_steps": 12, "learning_rate": 3e-3,
+        "batch_size": 4}
+
+
+@pytest.fixture(scope="module")
+def client(gateway):
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=gateway.tenant_key("ft-co"))
+
+
+def wait_for(client, job_id, statuses, timeout_s=180):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in statuses:
+            return job
+        time.sleep(0.5)
+    raise TimeoutError(f"job {job_id} stuck in {job.status}")
+
+
+def test_fine_tuning_job_ends_with_a_servable_adapter(gateway, client):
+    training = client.files.create(file=("train.jsonl", reverse_task(40)), purpose="fine-tune")
+    assert training.purpose == "fine-tune" and training.bytes > 0
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, suffix="reverser",
+                                         hyperparameters=FAST)
+    assert job.status in ("queued", "running") and job.hyperparameters.method == "trans-peft"
+    done = wait_for(client, job.id, ("succeeded", "failed", "cancelled"))
+    assert done.status == "succeeded", done.error
+    assert done.fine_tuned_model == "ft:tiny:ft-co:reverser" and done.trained_tokens > 0
+
+    answer = client.completions.create(model=done.fine_tuned_model, prompt="Reverse: apple river stone\nAnswer:",
+                                       max_tokens=6, temperature=0)
+    assert answer.model == done.fine_tuned_model
+    events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
+    steps = [e.data["step"] for e in events if e.data and "step" in e.data]
+    assert 12 in steps and all("train_loss" in e.data for e in events if e.data and "step" in e.data)
+    assert any("New fine-tuned model created" in e.message for e in events)
+    assert job.id in [j.id for j in client.fine_tuning.jobs.list().data]
+
+    with gateway.client(client.api_key) as c:
+        adapter = c.get(f"/v1/adapters/{done.fine_tuned_model}").json()["versions"][0]
+    assert adapter["status"] == "ready" and adapter["trained_with"] == "trans-peft"
+    assert adapter["training_metadata"]["fine_tuning_job"] == job.id
+    assert adapter["eval_items"] == 4  # the 10% held-out split, kept for base upgrades
+
+
+@pytest.mark.parametrize("body,status,needle", [
+    ({"hyperparameters": {"learning_rat": 0.1}}, 400, "unknown hyperparameter 'learning_rat'"),
+    ({"hyperparameters": {"method": "dora"}}, 400, "hyperparameters.method"),
+    ({"hyperparameters": {"p_m": 1.5}}, 400, "hyperparameters.p_m"),
+    ({"model": "gpt-4o"}, 400, "not a base model"),
+    ({"training_file": "file-nope"}, 404, "No such file"),
+    ({"suffix": "Bad Suffix!"}, 400, "suffix"),
+])
+def test_bad_job_requests_are_refused(gateway, client, body, status, needle):
+    training = client.files.create(file=("t.jsonl", reverse_task(10)), purpose="fine-tune")
+    request = {"model": "tiny", "training_file": training.id, **body}
+    with gateway.client(client.api_key) as c:
+        resp = c.post("/v1/fine_tuning/jobs", json=request)
+    assert resp.status_code == status and needle in resp.json()["error"]["message"], resp.text
+
+
+def test_bad_training_files_are_refused_naming_the_line(gateway, client):
+    with gateway.client(client.api_key) as c:
+        bad = c.post("/v1/files", data={"purpose": "fine-tune"},
+                     files={"file": ("t.jsonl", b'{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": ""}\n')})
+        assert bad.status_code == 400 and "line 2" in bad.json()["error"]["message"]
+        wrong_purpose = c.post("/v1/files", data={"purpose": "assistants"}, files={"file": ("t.jsonl", b"{}")})
+        assert wrong_purpose.status_code == 400
+    long_line = b'{"prompt": "' + b"word " * 700 + b'", "completion": "x"}\n'
+    too_long = client.files.create(file=("long.jsonl", long_line * 6), purpose="fine-tune")
+    with pytest.raises(openai.BadRequestError, match="max_seq_len"):
+        client.fine_tuning.jobs.create(model="tiny", training_file=too_long.id)
+    few = client.files.create(file=("few.jsonl", reverse_task(2)), purpose="fine-tune")
+    with pytest.raises(openai.BadRequestError, match="at least"):
+        client.fine_tuning.jobs.create(model="tiny", training_file=few.id)
+    other = openai.OpenAI(base_url=client.base_url, api_key=gateway.tenant_key("ft-other"))
+    with pytest.raises(openai.NotFoundError):
+        other.fine_tuning.jobs.create(model="tiny", training_file=few.id)
+
+
+def test_queue_per_tenant_cancel_and_a_job_failing_midway(gateway, client):
+    long = client.files.create(file=("long.jsonl", reverse_task(40)), purpose="fine-tune")
+    doomed = client.files.create(file=("doomed.jsonl", reverse_task(20, seed=3)), purpose="fine-tune")
+    first = client.fine_tuning.jobs.create(model="tiny", training_file=long.id, suffix="long",
+                                           hyperparameters={**FAST, "max_steps": 5000})
+    second = client.fine_tuning.jobs.create(model="tiny", training_file=doomed.id, suffix="doomed",
+                                            hyperparameters=FAST)
+    wait_for(client, first.id, ("running",))
+    time.sleep(1.5)
+    assert client.fine_tuning.jobs.retrieve(second.id).status == "queued"  # one job per tenant at a time
+    client.files.delete(doomed.id)  # its data vanishes while it waits
+
+    client.fine_tuning.jobs.cancel(first.id)
+    cancelled = wait_for(client, first.id, ("cancelled", "succeeded", "failed"))
+    failed = wait_for(client, second.id, ("succeeded", "failed", "cancelled"))
+    assert cancelled.status == "cancelled" and cancelled.fine_tuned_model is None
+    assert failed.status == "failed" and "No such file" in failed.error.message
+    assert any(e.level == "error" for e in client.fine_tuning.jobs.list_events(second.id).data)
+    with gateway.client(client.api_key) as c:
+        names = [a["name"] for a in c.get("/v1/adapters").json()["data"]]
+    assert "ft:tiny:ft-co:long" not in names and "ft:tiny:ft-co:doomed" not in names
+    assert httpx.get(f"{gateway.url}/ready").status_code == 200
