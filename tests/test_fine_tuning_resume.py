@@ -2,33 +2,19 @@
 and finishes with a servable adapter (second gateway process, sharing the session's worker)."""
 
 import json
-import os
-import signal
 import time
 
 import httpx
 
-from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
-from adapters.registry.repository import Registry
-from migration.base_versions.importer import import_base
-from tests.gateway_harness import ADMIN_KEY, free_port
+from tests.second_gateway import second_gateway
 from tests.test_trans_peft import reverse_task
-from tests.test_upload_crash import start
 
 
 def test_job_killed_mid_run_resumes(gateway, tiny_base_dir, tmp_path):
-    data_dir = tmp_path / "ft-crash"
-    engine = make_engine(f"sqlite:///{data_dir / 'registry.db'}")
-    upgrade_schema(engine)
-    import_base(Registry(make_session_factory(engine)), data_dir / "bases", name="tiny", source=tiny_base_dir)
-    port = free_port()
-    env = {"PEFTSERVE_DATA_DIR": str(data_dir), "PEFTSERVE_PORT": str(port), "PEFTSERVE_ADMIN_KEY": ADMIN_KEY,
-           "PEFTSERVE_WORKER_URLS": json.dumps({"tiny@1": gateway.worker()["url"]})}
-    proc = start(env)
-    url = f"http://127.0.0.1:{port}"
-    key = httpx.post(f"{url}/admin/tenants", json={"name": "resumer"},
-                     headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()["api_key"]
-    c = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+    server = second_gateway(gateway, tiny_base_dir, tmp_path / "ft-crash")
+    data_dir = server.data_dir
+    key = server.tenant_key("resumer")
+    c = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
     file_id = c.post("/v1/files", data={"purpose": "fine-tune"},
                      files={"file": ("t.jsonl", reverse_task(40))}).json()["id"]
     hyper = {"rank": 4, "max_steps": 150, "batch_size": 4, "checkpoint_every": 5, "learning_rate": 1e-3}
@@ -43,12 +29,11 @@ def test_job_killed_mid_run_resumes(gateway, tiny_base_dir, tmp_path):
     while not any(e["data"]["step"] >= 10 for e in step_events()):
         assert time.monotonic() < deadline, "training made no progress"
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    server.kill()
     checkpoint = json.loads((data_dir / "fine_tuning" / job_id / "checkpoint" / "state.json").read_text())
     assert 5 <= checkpoint["step"] < 150
 
-    proc = start(env)
+    server.start()
     try:
         deadline = time.monotonic() + 180
         while (job := c.get(f"/v1/fine_tuning/jobs/{job_id}").json())["status"] not in ("succeeded", "failed"):
@@ -62,5 +47,4 @@ def test_job_killed_mid_run_resumes(gateway, tiny_base_dir, tmp_path):
                                                "max_tokens": 3}).status_code == 200
     finally:
         c.close()
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+        server.stop()

@@ -1,51 +1,18 @@
-"""Killing the server in the middle of an upload leaves no half-stored adapter; restart is clean.
-
-A second gateway process runs on its own data folder and uses the session's vLLM worker as an
-external worker (no second engine to start)."""
+"""Killing the server in the middle of an upload leaves no half-stored adapter; restart is clean."""
 
 import http.client
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import httpx
 
-from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
-from adapters.registry.repository import Registry
-from migration.base_versions.importer import import_base
-from tests.gateway_harness import ADMIN_KEY, free_port
-
-
-def start(env: dict) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "server.cli.main", "serve"], env={**os.environ, **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{env['PEFTSERVE_PORT']}/ready", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise TimeoutError("second gateway did not become ready")
+from tests.second_gateway import second_gateway
 
 
 def test_kill_during_upload_leaves_nothing(gateway, tiny_base_dir, lora_factory, tmp_path):
-    data_dir = tmp_path / "crash-data"
-    engine = make_engine(f"sqlite:///{data_dir / 'registry.db'}")
-    upgrade_schema(engine)
-    import_base(Registry(make_session_factory(engine)), data_dir / "bases", name="tiny", source=tiny_base_dir)
-    port = free_port()
-    env = {"PEFTSERVE_DATA_DIR": str(data_dir), "PEFTSERVE_PORT": str(port), "PEFTSERVE_ADMIN_KEY": ADMIN_KEY,
-           "PEFTSERVE_WORKER_URLS": json.dumps({"tiny@1": gateway.worker()["url"]})}
-    proc = start(env)
-    url = f"http://127.0.0.1:{port}"
-    key = httpx.post(f"{url}/admin/tenants", json={"name": "crashy"},
-                     headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()["api_key"]
+    server = second_gateway(gateway, tiny_base_dir, tmp_path / "crash-data")
+    data_dir, url = server.data_dir, server.url
+    port = int(url.rsplit(":", 1)[1])
+    key = server.tenant_key("crashy")
 
     # Send headers and half of a 4 MB multipart body, then kill the server mid-upload.
     boundary = "crashboundary"
@@ -61,11 +28,10 @@ def test_kill_during_upload_leaves_nothing(gateway, tiny_base_dir, lora_factory,
     conn.endheaders()
     conn.send(head + b"\0" * (2 * 1024 * 1024))
     time.sleep(1.0)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    server.kill()
     conn.close()
 
-    proc = start(env)
+    server.start()
     try:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
             assert c.get("/v1/adapters").json()["data"] == []
@@ -79,5 +45,4 @@ def test_kill_during_upload_leaves_nothing(gateway, tiny_base_dir, lora_factory,
             served = c.post("/v1/completions", json={"model": "after-crash", "prompt": "Hi", "max_tokens": 4})
             assert served.status_code == 200
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+        server.stop()

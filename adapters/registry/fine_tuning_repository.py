@@ -1,14 +1,13 @@
 """Queries and writes for uploaded files, fine-tuning jobs and their events."""
 
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session, joinedload, sessionmaker
+from sqlalchemy.orm import joinedload
 
 from adapters.registry.models import (TERMINAL_JOB_STATES, BaseVersion, FileStatus, FineTuningEvent, FineTuningJob,
                                       JobStatus, StoredFile, utcnow)
+from adapters.registry.repository import Repository
 from server.errors import NotFoundError
 
 
@@ -16,14 +15,7 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(12)}"
 
 
-class FineTuningRepository:
-    def __init__(self, sessions: sessionmaker[Session]):
-        self._sessions = sessions
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self._sessions.begin() as s:
-            yield s
+class FineTuningRepository(Repository):
 
     # --- files ------------------------------------------------------------------------
     def add_file(self, tenant_id: int, filename: str, purpose: str, size: int, sha256: str) -> StoredFile:

@@ -34,7 +34,9 @@ def split_ref(ref: str) -> tuple[str, int | None]:
     return name, int(version)
 
 
-class Registry:
+class Repository:
+    """Base of the repositories: one transaction per ``session()`` block."""
+
     def __init__(self, sessions: sessionmaker[Session]):
         self._sessions = sessions
 
@@ -42,6 +44,9 @@ class Registry:
     def session(self) -> Iterator[Session]:
         with self._sessions.begin() as s:
             yield s
+
+
+class Registry(Repository):
 
     # --- tenants and keys -------------------------------------------------------------
     def create_tenant(self, name: str) -> tuple[Tenant, str]:

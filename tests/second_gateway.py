@@ -1,0 +1,67 @@
+"""A second gateway *process* on its own data folder, using the session's vLLM worker as an
+external worker: for tests that kill and restart a gateway without starting another engine."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
+from adapters.registry.repository import Registry
+from migration.base_versions.importer import import_base
+from tests.gateway_harness import ADMIN_KEY, free_port
+
+
+@dataclass
+class SecondGateway:
+    env: dict[str, str]
+    url: str
+    data_dir: Path
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "server.cli.main", "serve"],
+                                     env={**os.environ, **self.env}, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        self.kill()
+        raise TimeoutError("second gateway did not become ready")
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(30)
+
+    def tenant_key(self, name: str) -> str:
+        return httpx.post(f"{self.url}/admin/tenants", json={"name": name},
+                          headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()["api_key"]
+
+
+def second_gateway(gateway, tiny_base_dir: Path, data_dir: Path) -> SecondGateway:
+    """Import the tiny base into ``data_dir`` and start a gateway process on it."""
+    engine = make_engine(f"sqlite:///{data_dir / 'registry.db'}")
+    upgrade_schema(engine)
+    import_base(Registry(make_session_factory(engine)), data_dir / "bases", name="tiny", source=tiny_base_dir)
+    engine.dispose()
+    port = free_port()
+    env = {"PEFTSERVE_DATA_DIR": str(data_dir), "PEFTSERVE_PORT": str(port), "PEFTSERVE_ADMIN_KEY": ADMIN_KEY,
+           "PEFTSERVE_WORKER_URLS": json.dumps({"tiny@1": gateway.worker()["url"]})}
+    second = SecondGateway(env, f"http://127.0.0.1:{port}", data_dir)
+    second.start()
+    return second
