@@ -10,6 +10,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.format.archive import PICKLE_SUFFIXES
 from adapters.format.eval_set import check_scoring, parse_eval_set
 from adapters.format.peft_config import parse_lora_config
 from adapters.format.safetensors_header import read_header
@@ -21,7 +22,6 @@ from migration.base_versions.architecture import BaseArchitecture
 from server.errors import AdapterInvalidError, InvalidRequestError, NotFoundError, QuotaExceededError
 
 TRAINED_WITH = ("trans-peft", "lora", "unknown")
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
 @dataclass(frozen=True)

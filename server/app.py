@@ -30,6 +30,7 @@ from server.errors import install_error_handlers
 from server.metrics import GatewayMetrics
 from server.openai_api.api_router import router as openai_router
 from server.openai_api.serving import OpenAIServing
+from server.request_size_limit import RequestSizeLimit
 from server.settings import Settings
 from server.ttl_cache import TtlCache
 
@@ -83,6 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="peftserve", version="0.1.0", lifespan=lifespan)
     app.state.services = services
     install_error_handlers(app)
+    # A whole upload holds at most a few files of max_upload_bytes each (weights, config, eval set).
+    app.add_middleware(RequestSizeLimit, max_bytes=3 * settings.max_upload_bytes + 1024 * 1024)
     app.include_router(openai_router)
     app.include_router(adapters_router)
     app.include_router(files_router)

@@ -101,3 +101,21 @@ def test_adapter_upload_through_tenant_api(gateway, gateway_env, lora_factory, t
     (broken / "adapter_model.safetensors").write_bytes((folder / "adapter_model.safetensors").read_bytes())
     code, out = run_cli("adapter", "upload", str(broken), "--name", "cli-bad", env=env)
     assert code == 1 and out["error"]["status"] == 422 and "rank_too_large" in out["error"]["message"]
+
+
+def test_train_command_writes_a_lora_and_its_eval_set(tiny_base_dir, tmp_path):
+    from tests.test_trans_peft import reverse_task
+
+    data = tmp_path / "train.jsonl"
+    data.write_bytes(reverse_task(20))
+    code, out = run_cli("train", str(data), "--base-dir", str(tiny_base_dir), "--out", str(tmp_path / "run"),
+                        "--rank", "4", "--max-steps", "3", "--p-m", "0.2", "--p-c", "0.2", env={})
+    assert code == 0 and out["method"] == "trans-peft" and out["steps"] == 3, out
+    assert (Path(out["adapter_dir"]) / "adapter_model.safetensors").is_file()
+    assert len(Path(out["eval_set"]).read_text().splitlines()) == 2
+    assert out["hyperparameters"]["p_m"] == 0.2
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "x"}\n')
+    code, out = run_cli("train", str(bad), "--base-dir", str(tiny_base_dir), "--out", str(tmp_path / "bad"), env={})
+    assert code == 1 and "line 1" in out["error"]["message"]

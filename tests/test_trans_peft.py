@@ -119,6 +119,17 @@ def test_training_lowers_the_loss_and_keeps_a_held_out_eval_set(tiny_base_dir, t
     saved = json.loads((result.adapter_dir / "adapter_config.json").read_text())
     assert saved["r"] == 8 and saved["peft_type"] == "LORA"
 
+    # A plain PEFT LoRA: peft loads it onto the untouched base, and it changes the output.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_base_dir, dtype=torch.float32).eval()
+    ids = torch.randint(0, 1000, (1, 8))
+    with torch.no_grad():
+        plain = base(input_ids=ids).logits
+        tuned = PeftModel.from_pretrained(base, result.adapter_dir).eval()(input_ids=ids).logits
+    assert not torch.allclose(plain, tuned)
+
 
 def test_killed_run_resumes_to_the_same_adapter(tiny_base_dir, tmp_path):
     config = TrainingConfig(rank=4, max_steps=6, batch_size=4, checkpoint_every=2, learning_rate=1e-3)

@@ -1,6 +1,8 @@
 """Adapter upload over HTTP (/v1/adapters): untrusted files, archives, versions, deletion,
 quotas and tenant isolation, against the real gateway and vLLM worker."""
 
+import http.client
+import json
 import threading
 
 import httpx
@@ -57,7 +59,8 @@ def test_malformed_uploads_are_refused_and_store_nothing(gateway, lora_factory):
 
 @pytest.mark.parametrize("kind", ["folder", "tar.gz", "zip"])
 def test_uploaded_adapter_is_ready_and_served_like_the_worker(gateway, lora_factory, kind):
-    folder = lora_factory(50, rank=16, targets="all") if kind == "zip" else lora_factory(51 if kind == "folder" else 52)
+    folder = {"folder": lora_factory(51), "tar.gz": lora_factory(52, rank=4, targets="qv"),
+              "zip": lora_factory(50, rank=16, targets="all")}[kind]
     files = {"folder": folder_files(folder), "tar.gz": [("adapter.tar.gz", good_tar_gz(folder))],
              "zip": [("adapter.zip", good_zip(folder))]}[kind]
     key = gateway.tenant_key("uploader")
@@ -164,3 +167,29 @@ def test_adapter_count_quota(gateway, lora_factory):
     with gateway.client(key) as c:
         assert c.delete("/v1/adapters/q0").status_code == 200
     assert upload(gateway, key, "fits-again", files).status_code == 201
+
+
+def test_oversized_request_bodies_are_refused_while_arriving(gateway):
+    key = gateway.tenant_key("uploader-huge")
+    limit = 3 * gateway.settings.max_upload_bytes + 1024 * 1024
+    # A declared size over the limit is answered before a byte of the body is read.
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.settings.port, timeout=30)
+    conn.putrequest("POST", "/v1/adapters")
+    for header, value in [("Authorization", f"Bearer {key}"), ("Content-Length", str(limit + 1)),
+                          ("Content-Type", "multipart/form-data; boundary=b")]:
+        conn.putheader(header, value)
+    conn.endheaders()
+    declared = conn.getresponse()
+    assert declared.status == 413 and json.loads(declared.read())["error"]["code"] == "payload_too_large"
+    conn.close()
+    with gateway.client(key) as c:
+
+        def chunks():  # no Content-Length: the body is cut off once it passes the limit
+            yield b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.zip\"\r\n\r\n"
+            for _ in range(limit // (1024 * 1024) + 2):
+                yield b"\0" * (1024 * 1024)
+
+        chunked = c.post("/v1/adapters", content=chunks(),
+                         headers={"content-type": "multipart/form-data; boundary=b"})
+        assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "payload_too_large"
+    assert httpx.get(f"{gateway.url}/ready").status_code == 200

@@ -6,6 +6,7 @@ from pathlib import Path
 from adapters.registry.models import BaseVersion
 from adapters.registry.repository import Registry
 from migration.base_versions.architecture import read_architecture
+from migration.base_versions.architecture_diff import architecture_differences
 from migration.base_versions.gguf_import import DEMO_BASE_NAME, convert_gguf, demo_gguf_path
 from server.errors import ConflictError, InvalidRequestError
 
@@ -31,9 +32,11 @@ def import_base(registry: Registry, bases_dir: Path, *, name: str, source: Path 
         arch = read_architecture(staging)
         latest = registry.find_base_version(name)
         if latest is not None and latest.fingerprint != arch.fingerprint:
+            differences = architecture_differences(read_architecture(Path(latest.path)), arch)
             raise InvalidRequestError(
-                f"{name}: the new weights' architecture differs from {latest.ref} "
-                "(module names or shapes); import it under another base name", code="architecture_mismatch")
+                f"{name}: the new weights' architecture differs from {latest.ref}, so its adapters cannot move "
+                f"there; import it under another base name. Differences: {'; '.join(differences)}",
+                code="architecture_mismatch")
         target_version = version or (latest.version + 1 if latest else 1)
         if registry.find_base_version(name, target_version) is not None:
             raise ConflictError(f"base model {name}@{target_version} already exists", code="base_version_exists")

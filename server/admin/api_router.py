@@ -4,8 +4,10 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
+from migration.compatibility.chart import report_chart_png
+from migration.compatibility.compare_versions import compare_versions
 from server.adapters_api.protocol import AdapterPublic
 from server.admin.protocol import ApiKeyCreated, BaseVersionPublic, TenantCreate, TenantPublic, WorkerPublic
 from server.deps import AdminDep, ServicesDep
@@ -36,6 +38,16 @@ async def list_bases(services: ServicesDep) -> list[BaseVersionPublic]:
     return [BaseVersionPublic(name=v.base_model.name, version=v.version, ref=v.ref, path=v.path,
                               fingerprint=v.fingerprint, source=v.source, created_at=v.created_at)
             for v in await asyncio.to_thread(services.registry.list_base_versions)]
+
+
+@router.get("/bases/{name}/compatibility")
+async def base_compatibility(name: str, from_version: int, to_version: int, services: ServicesDep,
+                             format: str = "json"):
+    """Relative weight change between two versions, per module, layer and group (JSON or PNG)."""
+    report = await asyncio.to_thread(compare_versions, services.registry, name, from_version, to_version)
+    if format == "png":
+        return Response(await asyncio.to_thread(report_chart_png, report), media_type="image/png")
+    return report
 
 
 @router.post("/tenants/{tenant}/adapters")

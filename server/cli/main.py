@@ -88,8 +88,6 @@ def base_import(
     as_json: JsonOpt = False,
 ) -> None:
     """Import a base-model version (offline; works without a running server)."""
-    from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
-    from adapters.registry.repository import Registry
     from migration.base_versions.gguf_import import DEMO_BASE_NAME
     from migration.base_versions.importer import import_base
 
@@ -99,9 +97,7 @@ def base_import(
     if name is None:
         _fail(as_json, "--name is required with SOURCE")
     settings = Settings()
-    engine = make_engine(settings.database_url)
-    upgrade_schema(engine)
-    registry = Registry(make_session_factory(engine))
+    registry = _local_registry()
     existing = registry.find_base_version(name, version)
     if if_missing and existing is not None:
         base, created = existing, False
@@ -113,6 +109,43 @@ def base_import(
     data = {"name": base.base_model.name, "version": base.version, "ref": base.ref, "path": base.path,
             "fingerprint": base.fingerprint, "created": created}
     _emit(as_json, data, f"{'imported' if created else 'already present:'} {base.ref} at {base.path}")
+
+
+@base_app.command("compare")
+def base_compare(
+    name: Annotated[str, typer.Argument(help="Base model name.")],
+    from_version: Annotated[int, typer.Argument(help="Old version.")],
+    to_version: Annotated[int, typer.Argument(help="New version.")],
+    out: Annotated[Path, typer.Option(help="Folder for report.json and report.png.")] = Path("compatibility"),
+    as_json: JsonOpt = False,
+) -> None:
+    """How far a new base version moved from an old one: attention vs FFN vs embeddings (offline)."""
+    from migration.compatibility.chart import report_chart_png
+    from migration.compatibility.compare_versions import compare_versions
+
+    try:
+        report = compare_versions(_local_registry(), name, from_version, to_version)
+    except PeftServeError as e:
+        _fail(as_json, e.message)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.png").write_bytes(report_chart_png(report))
+    summary = {"from": report["from"], "to": report["to"], "groups": report["groups"],
+               "report": str(out / "report.json"), "chart": str(out / "report.png")}
+    table = _table(f"weight change {report['from']} -> {report['to']}",
+                   [{"group": g, "relative change": f"{v['relative_change']:.3%}",
+                     "largest module": f"{v['max_module_change']:.3%}"} for g, v in report["groups"].items()],
+                   ["group", "relative change", "largest module"])
+    _emit(as_json, summary, table)
+
+
+def _local_registry():
+    from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
+    from adapters.registry.repository import Registry
+
+    engine = make_engine(Settings().database_url)
+    upgrade_schema(engine)
+    return Registry(make_session_factory(engine))
 
 
 @base_app.command("list")
@@ -260,16 +293,12 @@ def train(
 
 
 def _registered_base_path(ref: str | None, as_json: bool) -> Path:
-    from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
-    from adapters.registry.repository import Registry, split_ref
+    from adapters.registry.repository import split_ref
 
     if ref is None:
         _fail(as_json, "give --base NAME[@VERSION] or --base-dir PATH")
-    settings = Settings()
-    engine = make_engine(settings.database_url)
-    upgrade_schema(engine)
     name, version = split_ref(ref)
-    found = Registry(make_session_factory(engine)).find_base_version(name, version)
+    found = _local_registry().find_base_version(name, version)
     if found is None:
         _fail(as_json, f"base model {ref!r} is not registered")
     return Path(found.path)

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from server.engine.worker_client import WorkerClient
 from server.metrics import GatewayMetrics
