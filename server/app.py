@@ -55,7 +55,8 @@ def build_services(settings: Settings) -> Services:
     serving = OpenAIServing(registry, pool, materializer, metrics, TtlCache(settings.lookup_cache_ttl_s))
     adapters = AdapterService(settings, registry, registration, live_check, pool, materializer,
                               on_change=serving.forget_resolutions)
-    fine_tuning = FineTuningService(registry, FineTuningRepository(sessions), blobs, settings.data_dir / "fine_tuning")
+    fine_tuning = FineTuningService(registry, FineTuningRepository(sessions), blobs, settings.data_dir / "fine_tuning",
+                                    max_rank=settings.max_lora_rank)
     runner = FineTuningRunner(fine_tuning, adapters, max_concurrent=settings.fine_tuning_max_concurrent,
                               max_per_tenant=settings.fine_tuning_max_per_tenant)
     return Services(

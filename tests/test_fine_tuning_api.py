@@ -58,6 +58,7 @@ def test_fine_tuning_job_ends_with_a_servable_adapter(gateway, client):
     ({"hyperparameters": {"learning_rat": 0.1}}, 400, "unknown hyperparameter 'learning_rat'"),
     ({"hyperparameters": {"method": "dora"}}, 400, "hyperparameters.method"),
     ({"hyperparameters": {"p_m": 1.5}}, 400, "hyperparameters.p_m"),
+    ({"hyperparameters": {"rank": 64}}, 400, "largest rank"),
     ({"model": "gpt-4o"}, 400, "not a base model"),
     ({"training_file": "file-nope"}, 404, "No such file"),
     ({"suffix": "Bad Suffix!"}, 400, "suffix"),

@@ -14,7 +14,9 @@ from server.fine_tuning.protocol import JobCreate
 
 
 class FineTuningService:
-    def __init__(self, registry: Registry, repo: FineTuningRepository, blobs: BlobStore, work_root: Path):
+    def __init__(self, registry: Registry, repo: FineTuningRepository, blobs: BlobStore, work_root: Path, *,
+                 max_rank: int):
+        self.max_rank = max_rank  # what the workers serve: a larger rank would train, then be refused
         self.registry = registry
         self.repo = repo
         self.blobs = blobs
@@ -32,6 +34,9 @@ class FineTuningService:
             raise InvalidRequestError(f"model {request.model!r} is not a base model that can be fine-tuned",
                                       code="model_not_available", param="model")
         config = training_config(request.hyperparameters, request.method, request.seed)
+        if config.rank > self.max_rank:
+            raise InvalidRequestError(f"hyperparameters.rank={config.rank} exceeds {self.max_rank}, the largest rank "
+                                      "this server serves", code="invalid_hyperparameters", param="hyperparameters.rank")
         training = await asyncio.to_thread(self.read_file, tenant.id, request.training_file, "training_file")
         validation = None
         if request.validation_file:
