@@ -15,6 +15,19 @@ from server.settings import Settings
 ADMIN_KEY = "psa-test-admin-key"
 
 
+def wait_until_ready(url: str, timeout_s: float) -> bool:
+    """Poll ``url``/ready until it answers 200; False if it did not within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -58,15 +71,8 @@ class Gateway:
             return admin.get("/admin/workers").json()[0]
 
     def wait_ready(self, timeout_s: float = 300) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"gateway not ready after {timeout_s}s; worker log: {self.settings.logs_dir}")
+        if not wait_until_ready(self.url, timeout_s):
+            raise TimeoutError(f"gateway not ready after {timeout_s}s; worker log: {self.settings.logs_dir}")
 
     def stop(self) -> None:
         self.server.should_exit = True

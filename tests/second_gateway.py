@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import httpx
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
 from adapters.registry.repository import Registry
 from migration.base_versions.importer import import_base
-from tests.gateway_harness import ADMIN_KEY, free_port
+from tests.gateway_harness import ADMIN_KEY, free_port, wait_until_ready
 
 
 @dataclass
@@ -29,16 +28,9 @@ class SecondGateway:
         self.proc = subprocess.Popen([sys.executable, "-m", "server.cli.main", "serve"],
                                      env={**os.environ, **self.env}, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        self.kill()
-        raise TimeoutError("second gateway did not become ready")
+        if not wait_until_ready(self.url, 120):
+            self.kill()
+            raise TimeoutError("second gateway did not become ready")
 
     def kill(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)
