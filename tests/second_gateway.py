@@ -45,15 +45,16 @@ class SecondGateway:
                           headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()["api_key"]
 
 
-def second_gateway(gateway, tiny_base_dir: Path, data_dir: Path) -> SecondGateway:
-    """Import the tiny base into ``data_dir`` and start a gateway process on it."""
+def second_gateway(gateway, tiny_base_dir: Path, data_dir: Path, worker_url: str | None = None) -> SecondGateway:
+    """Import the tiny base into ``data_dir`` and start a gateway process on it, in front of the
+    session's worker (or of ``worker_url``)."""
     engine = make_engine(f"sqlite:///{data_dir / 'registry.db'}")
     upgrade_schema(engine)
     import_base(Registry(make_session_factory(engine)), data_dir / "bases", name="tiny", source=tiny_base_dir)
     engine.dispose()
     port = free_port()
     env = {"PEFTSERVE_DATA_DIR": str(data_dir), "PEFTSERVE_PORT": str(port), "PEFTSERVE_ADMIN_KEY": ADMIN_KEY,
-           "PEFTSERVE_WORKER_URLS": json.dumps({"tiny@1": gateway.worker()["url"]})}
+           "PEFTSERVE_WORKER_URLS": json.dumps({"tiny@1": worker_url or gateway.worker()["url"]})}
     second = SecondGateway(env, f"http://127.0.0.1:{port}", data_dir)
     second.start()
     return second
