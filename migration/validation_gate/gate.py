@@ -1,0 +1,92 @@
+"""The validation gate of a base-model migration: compare an adapter on the old base
+(reference), the bare new base (floor) and the adapter on the new base (candidate), and decide.
+
+- retention = candidate / reference
+- gain kept = (candidate - floor) / (reference - floor): the check that catches a transfer that
+  silently does nothing and still scores like the bare base
+- negative-flip rate: share of items right on the old base and wrong on the new one
+- agreement: share of items where candidate and reference outputs are identical; the only
+  evidence when the adapter has no eval set (and marked as weaker)
+"""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    min_retention: float = 0.9
+    """Candidate must keep at least this share of the reference score."""
+    min_gain_kept: float = 0.5
+    """Candidate must keep at least this share of the adapter's gain over the bare base."""
+    max_negative_flip_rate: float = 0.1
+    """At most this share of items may go from right to wrong."""
+    min_agreement_without_eval: float = 0.8
+    """Without an eval set: share of prompts where the new output must equal the old one."""
+    min_gain: float = 0.05
+    """Below this reference - floor gap the adapter shows no measurable gain; gain kept is not judged."""
+
+
+@dataclass(frozen=True)
+class GateEvidence:
+    kind: str  # "eval_set" or "agreement_only" (weaker)
+    items: int
+    reference: float | None = None
+    floor: float | None = None
+    candidate: float | None = None
+    retention: float | None = None
+    gain_kept: float | None = None
+    negative_flip_rate: float | None = None
+    agreement: float = 0.0
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    decision: str  # "migrated" or "kept_on_old"
+    evidence: GateEvidence
+    reasons: list[str] = field(default_factory=list)
+
+
+def score(outputs: list[str], expected: list[str], mode: str) -> list[bool]:
+    if mode == "exact_match":
+        return [o.strip() == e.strip() for o, e in zip(outputs, expected, strict=True)]
+    if mode == "contains":
+        return [e.strip().casefold() in o.casefold() for o, e in zip(outputs, expected, strict=True)]
+    raise ValueError(f"unknown scoring mode {mode!r}")
+
+
+def _mean(flags: list[bool]) -> float:
+    return sum(flags) / len(flags) if flags else 0.0
+
+
+def measure(reference_outputs: list[str], candidate_outputs: list[str], *, floor_outputs: list[str] | None = None,
+            expected: list[str] | None = None, mode: str = "exact_match") -> GateEvidence:
+    agreement = _mean([a == b for a, b in zip(reference_outputs, candidate_outputs, strict=True)])
+    if expected is None:
+        return GateEvidence("agreement_only", len(reference_outputs), agreement=agreement)
+    ref = score(reference_outputs, expected, mode)
+    cand = score(candidate_outputs, expected, mode)
+    floor = score(floor_outputs, expected, mode)
+    reference, candidate, floor_score = _mean(ref), _mean(cand), _mean(floor)
+    gap = reference - floor_score
+    return GateEvidence(
+        "eval_set", len(expected), reference=reference, floor=floor_score, candidate=candidate,
+        retention=candidate / reference if reference else None,
+        gain_kept=(candidate - floor_score) / gap if gap > 0 else None,
+        negative_flip_rate=_mean([r and not c for r, c in zip(ref, cand)]), agreement=agreement)
+
+
+def decide(evidence: GateEvidence, t: GateThresholds) -> GateDecision:
+    reasons = []
+    if evidence.kind == "agreement_only":
+        if evidence.agreement < t.min_agreement_without_eval:
+            reasons.append(f"agreement with the old base {evidence.agreement:.1%} < {t.min_agreement_without_eval:.0%} "
+                           "(no eval set: weaker evidence)")
+    else:
+        if evidence.retention is not None and evidence.retention < t.min_retention:
+            reasons.append(f"retention {evidence.retention:.1%} < {t.min_retention:.0%}")
+        if evidence.reference - evidence.floor >= t.min_gain and evidence.gain_kept < t.min_gain_kept:
+            reasons.append(f"gain kept {evidence.gain_kept:.1%} < {t.min_gain_kept:.0%} (candidate "
+                           f"{evidence.candidate:.1%} vs bare new base {evidence.floor:.1%})")
+        if evidence.negative_flip_rate > t.max_negative_flip_rate:
+            reasons.append(f"negative flips {evidence.negative_flip_rate:.1%} > {t.max_negative_flip_rate:.0%}")
+    return GateDecision("kept_on_old" if reasons else "migrated", evidence, reasons)
