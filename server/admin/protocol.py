@@ -1,9 +1,8 @@
-"""Wire types of the admin API (and the adapter view shared with tenants)."""
+"""Wire types of the admin API (the adapter view lives in server/adapters_api/protocol.py)."""
 
 from datetime import datetime
 
 from pydantic import BaseModel, Field
-
 
 
 class TenantCreate(BaseModel):
