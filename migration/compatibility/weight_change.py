@@ -8,6 +8,7 @@ Tensors are read one at a time, so memory stays at about two weights, not two mo
 
 import math
 import re
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,29 +41,30 @@ class ModuleChange:
     diff_norm_sq: float
 
 
-def _weight_files(folder: Path) -> dict[str, Path]:
+def _open_weights(folder: Path, stack: ExitStack) -> dict:
+    """Weight name -> the open safetensors file holding it (each file opened once)."""
     index = {}
     for f in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(f), framework="pt") as st:
-            for key in st.keys():
-                index[key] = f
+        handle = stack.enter_context(safe_open(str(f), framework="pt"))
+        for key in handle.keys():
+            index[key] = handle
     return index
 
 
 def compare_weights(old_dir: Path, new_dir: Path) -> list[ModuleChange]:
-    old_index, new_index = _weight_files(old_dir), _weight_files(new_dir)
-    if set(old_index) != set(new_index):
-        raise InvalidRequestError("the two versions do not have the same weights; compare only versions of one "
-                                  "architecture", code="architecture_mismatch")
     changes = []
-    for key in sorted(old_index):
-        with safe_open(str(old_index[key]), framework="pt") as a, safe_open(str(new_index[key]), framework="pt") as b:
-            old, new = a.get_tensor(key).float(), b.get_tensor(key).float()
-        old_sq, diff_sq = float(old.pow(2).sum()), float((new - old).pow(2).sum())
-        match = LAYER.search(key)
-        changes.append(ModuleChange(key, int(match[1]) if match else None, module_group(key),
-                                    math.sqrt(diff_sq / old_sq) if old_sq else 0.0, old_sq, diff_sq))
-        del old, new
+    with ExitStack() as stack:
+        old_index, new_index = _open_weights(old_dir, stack), _open_weights(new_dir, stack)
+        if set(old_index) != set(new_index):
+            raise InvalidRequestError("the two versions do not have the same weights; compare only versions of "
+                                      "one architecture", code="architecture_mismatch")
+        for key in sorted(old_index):
+            old, new = old_index[key].get_tensor(key).float(), new_index[key].get_tensor(key).float()
+            old_sq, diff_sq = float(old.pow(2).sum()), float((new - old).pow(2).sum())
+            match = LAYER.search(key)
+            changes.append(ModuleChange(key, int(match[1]) if match else None, module_group(key),
+                                        math.sqrt(diff_sq / old_sq) if old_sq else 0.0, old_sq, diff_sq))
+            del old, new  # one pair of tensors in memory at a time
     return changes
 
 
