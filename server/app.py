@@ -11,12 +11,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapters.registration import AdapterRegistration, TenantQuota
 from adapters.registry.fine_tuning_repository import FineTuningRepository
+from adapters.registry.migration_repository import MigrationRepository
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
 from adapters.registry.repository import Registry
 from adapters.storage.blob_store import LocalBlobStore
 from adapters.storage.materialize import AdapterMaterializer
 from server.adapters_api.api_router import router as adapters_router
 from server.adapters_api.live_check import LiveCheck
+from server.adapters_api.placement import AdapterPlacement
 from server.adapters_api.service import AdapterService
 from server.admin.api_router import router as admin_router
 from server.files_api.api_router import router as files_router
@@ -25,9 +27,13 @@ from server.fine_tuning.runner import FineTuningRunner
 from server.fine_tuning.service import FineTuningService
 from server.admin_key import load_or_create_admin_key
 from server.deps import Services
+from migration.upgrade_jobs.adapter_trial import TrialSettings
+from migration.upgrade_jobs.runner import MigrationRunner
 from server.engine.pool import WorkerPool
+from server.engine.served_versions import ServedVersions
 from server.errors import install_error_handlers
 from server.metrics import GatewayMetrics
+from server.migrations_api.api_router import router as migrations_router
 from server.openai_api.api_router import router as openai_router
 from server.openai_api.serving import OpenAIServing
 from server.request_size_limit import RequestSizeLimit
@@ -51,7 +57,7 @@ def build_services(settings: Settings) -> Services:
     materializer = AdapterMaterializer(blobs, settings.adapters_dir)
     quota = TenantQuota(max_adapters=settings.tenant_max_adapters, max_bytes=settings.tenant_max_bytes)
     registration = AdapterRegistration(registry, blobs, max_rank=settings.max_lora_rank, quota=quota)
-    live_check = LiveCheck(registry, pool, materializer, registration)
+    live_check = LiveCheck(registry, pool, materializer, registration, settings.worker_startup_timeout_s)
     serving = OpenAIServing(registry, pool, materializer, metrics, TtlCache(settings.lookup_cache_ttl_s))
     adapters = AdapterService(settings, registry, registration, live_check, pool, materializer,
                               on_change=serving.forget_resolutions)
@@ -59,9 +65,19 @@ def build_services(settings: Settings) -> Services:
                                     max_rank=settings.max_lora_rank)
     runner = FineTuningRunner(fine_tuning, adapters, max_concurrent=settings.fine_tuning_max_concurrent,
                               max_per_tenant=settings.fine_tuning_max_per_tenant)
+    served = ServedVersions(registry, pool, settings.worker_startup_timeout_s)
+    placement = AdapterPlacement(registry, adapters, registration, served, on_change=serving.forget_resolutions)
+    migrations = MigrationRepository(sessions)
+    trial_settings = TrialSettings(
+        sample_prompts=settings.migration_sample_prompts, max_tokens=settings.migration_eval_max_tokens,
+        max_items=settings.migration_eval_max_items, concurrency=settings.migration_eval_concurrency,
+        max_rank=settings.max_lora_rank)
+    migration_runner = MigrationRunner(migrations, registry, served, blobs, materializer, trial_settings,
+                                       on_change=serving.forget_resolutions)
     return Services(
         settings=settings, registry=registry, pool=pool, metrics=metrics, serving=serving, registration=registration,
-        adapters=adapters, blobs=blobs, fine_tuning=fine_tuning, fine_tuning_runner=runner,
+        adapters=adapters, blobs=blobs, fine_tuning=fine_tuning, fine_tuning_runner=runner, served=served,
+        placement=placement, migrations=migrations, migration_runner=migration_runner,
         admin_key=load_or_create_admin_key(settings), tenant_cache=TtlCache(settings.lookup_cache_ttl_s))
 
 
@@ -77,7 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("no base model is registered: run `peftserve base import` first")
         services.adapters.live_check.schedule_pending()  # checks a crash or restart interrupted
         await services.fine_tuning_runner.start()
+        await services.migration_runner.start()
         yield
+        await services.migration_runner.stop()
         await services.fine_tuning_runner.stop()
         await services.adapters.live_check.stop()
         await services.pool.stop()
@@ -92,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(files_router)
     app.include_router(fine_tuning_router)
     app.include_router(admin_router)
+    app.include_router(migrations_router)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict:

@@ -3,16 +3,19 @@
 import asyncio
 import hmac
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
 from adapters.registration import AdapterRegistration
+from adapters.registry.migration_repository import MigrationRepository
 from adapters.storage.blob_store import BlobStore
+from server.adapters_api.placement import AdapterPlacement
 from server.adapters_api.service import AdapterService
 from adapters.registry.models import Tenant
 from adapters.registry.repository import Registry
 from server.engine.pool import WorkerPool
+from server.engine.served_versions import ServedVersions
 from server.fine_tuning.runner import FineTuningRunner
 from server.fine_tuning.service import FineTuningService
 from server.errors import AuthenticationError, PermissionDeniedError
@@ -20,6 +23,9 @@ from server.metrics import GatewayMetrics
 from server.openai_api.serving import OpenAIServing
 from server.settings import Settings
 from server.ttl_cache import TtlCache
+
+if TYPE_CHECKING:  # the runner imports the engine, which imports settings: avoid a cycle at import
+    from migration.upgrade_jobs.runner import MigrationRunner
 
 
 @dataclass
@@ -35,6 +41,10 @@ class Services:
     blobs: BlobStore
     fine_tuning: FineTuningService
     fine_tuning_runner: FineTuningRunner
+    served: ServedVersions
+    placement: AdapterPlacement
+    migrations: MigrationRepository
+    migration_runner: "MigrationRunner"
     metrics: GatewayMetrics
     admin_key: str
     tenant_cache: TtlCache[str, Tenant]

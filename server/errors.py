@@ -72,6 +72,11 @@ class WorkerUnavailableError(PeftServeError):
     code = "worker_unavailable"
 
 
+class WorkerRetiredError(WorkerUnavailableError):
+    """The base version a request resolved to is no longer served here (its worker retired
+    after a migration); resolving the model again finds where it is served now."""
+
+
 class WorkerRequestError(PeftServeError):
     """The worker rejected a request as the client's fault; its status is passed on."""
 

@@ -5,6 +5,21 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from migration.validation_gate.gate import GateThresholds
+
+# Prompts for the gate when an adapter has no eval set: agreement with the old base on these is
+# the (weaker) evidence. General requests, so that any adapter's behaviour shows in the answers.
+DEFAULT_SAMPLE_PROMPTS = [
+    "Summarize in one sentence: The meeting was moved to Thursday because the room was booked.",
+    "Translate to French: Good morning, how are you?",
+    "What is 17 plus 25?",
+    "Write a short greeting for a customer who just signed up.",
+    "List three colors.",
+    "Answer yes or no: Is the sun a star?",
+    "Complete the sentence: The capital of Italy is",
+    "Give one synonym for 'happy'.",
+]
+
 
 class Settings(BaseSettings):
     """Settings for the gateway, its workers and the CLI (env vars ``PEFTSERVE_<FIELD>``)."""
@@ -95,6 +110,23 @@ class Settings(BaseSettings):
 
     live_check_timeout_s: float = 120.0
     """How long an upload waits for the live check before answering 202 and finishing it later."""
+
+    migration_gate: GateThresholds = Field(default_factory=GateThresholds)
+    """Default thresholds of the migration validation gate, as JSON in the environment, e.g.
+    ``PEFTSERVE_MIGRATION_GATE='{"min_retention": 0.9, "min_gain_kept": 0.5}'``; see
+    migration/validation_gate/gate.py for every field. A job may override them."""
+
+    migration_sample_prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_SAMPLE_PROMPTS), min_length=1)
+    """Prompts compared old vs new when an adapter has no eval set (agreement only: weaker evidence)."""
+
+    migration_eval_max_tokens: int = Field(default=32, ge=1)
+    """Tokens generated greedily per eval item when validating a migrated adapter."""
+
+    migration_eval_max_items: int = Field(default=500, ge=1)
+    """Eval items used per adapter (the first ones), to bound a job's time."""
+
+    migration_eval_concurrency: int = Field(default=4, ge=1)
+    """Eval requests in flight per worker during a migration (live traffic shares the workers)."""
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Settings":

@@ -4,7 +4,7 @@ import enum
 import hashlib
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, DateTime, Enum, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Enum, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -85,7 +85,14 @@ class Adapter(Base):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(128))
     version: Mapped[int] = mapped_column(Integer)
+    # The base version that serves it now; a migration job moves it (atomically, per adapter).
     base_version_id: Mapped[int] = mapped_column(ForeignKey("base_versions.id"), index=True)
+    # The base version it was uploaded or trained on; never changes.
+    trained_base_version_id: Mapped[int | None] = mapped_column(ForeignKey("base_versions.id"), nullable=True)
+    # Pinned by its tenant: migration jobs leave it on its base version.
+    pinned: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The latest migration verdict on it (job, versions, decision, reasons, gate evidence).
+    migration: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     rank: Mapped[int] = mapped_column(Integer)
     lora_alpha: Mapped[float]
     target_modules: Mapped[list] = mapped_column(JSON)
@@ -106,7 +113,8 @@ class Adapter(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
     tenant: Mapped[Tenant] = relationship()
-    base_version: Mapped[BaseVersion] = relationship()
+    base_version: Mapped[BaseVersion] = relationship(foreign_keys=[base_version_id])
+    trained_base_version: Mapped[BaseVersion | None] = relationship(foreign_keys=[trained_base_version_id])
 
     @property
     def lora_name(self) -> str:
@@ -183,3 +191,66 @@ class FineTuningEvent(Base):
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MigrationStatus(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+    rolled_back = "rolled_back"
+
+
+ACTIVE_MIGRATION_STATES = (MigrationStatus.queued, MigrationStatus.running)
+
+
+class MigrationJob(Base):
+    """Moves the ready adapters of one base version (or a selection) onto a newer version."""
+
+    __tablename__ = "migration_jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    from_version_id: Mapped[int] = mapped_column(ForeignKey("base_versions.id"))
+    to_version_id: Mapped[int] = mapped_column(ForeignKey("base_versions.id"))
+    status: Mapped[MigrationStatus] = mapped_column(Enum(MigrationStatus, native_enum=False, length=16), index=True)
+    thresholds: Mapped[dict] = mapped_column(JSON)  # the gate thresholds, fixed when the job was created
+    selection: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # as requested; None = everything
+    skipped: Mapped[list] = mapped_column(JSON, default=list)  # [{adapter, reason}] left out at creation
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    rolled_back_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    from_version: Mapped[BaseVersion] = relationship(foreign_keys=[from_version_id])
+    to_version: Mapped[BaseVersion] = relationship(foreign_keys=[to_version_id])
+    items: Mapped[list["MigrationItem"]] = relationship(back_populates="job", order_by="MigrationItem.id")
+
+
+class ItemState(str, enum.Enum):
+    """pending -> done (decided; promoted too when migrated) -> rolled_back; skipped if the
+    adapter changed under the job (deleted, pinned, moved)."""
+
+    pending = "pending"
+    done = "done"
+    skipped = "skipped"
+    rolled_back = "rolled_back"
+
+
+class MigrationItem(Base):
+    __tablename__ = "migration_items"
+    __table_args__ = (UniqueConstraint("job_id", "adapter_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("migration_jobs.id", ondelete="CASCADE"), index=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), index=True)
+    state: Mapped[ItemState] = mapped_column(Enum(ItemState, native_enum=False, length=16))
+    decision: Mapped[str | None] = mapped_column(String(16), nullable=True)  # migrated | kept_on_old | incompatible
+    reasons: Mapped[list] = mapped_column(JSON, default=list)
+    evidence: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    job: Mapped[MigrationJob] = relationship(back_populates="items")
+    adapter: Mapped[Adapter] = relationship()

@@ -111,6 +111,12 @@ class Registry(Repository):
             s.refresh(row, ["base_model"])
             return row
 
+    def versions_of(self, name: str) -> list[BaseVersion]:
+        """Every version of one base, newest first."""
+        with self.session() as s:
+            return list(s.scalars(select(BaseVersion).join(BaseModel).options(joinedload(BaseVersion.base_model))
+                                  .where(BaseModel.name == name).order_by(BaseVersion.version.desc())))
+
     def find_base_version(self, name: str, version: int | None = None) -> BaseVersion | None:
         with self.session() as s:
             query = (select(BaseVersion).join(BaseModel).options(joinedload(BaseVersion.base_model))
@@ -143,10 +149,11 @@ class Registry(Repository):
                     latest = s.scalar(select(func.max(Adapter.version))
                                       .where(Adapter.tenant_id == tenant.id, Adapter.name == name)) or 0
                     row = Adapter(tenant_id=tenant.id, name=name, version=latest + 1,
-                                  base_version_id=base_version.id, **fields)
+                                  base_version_id=base_version.id,
+                                  trained_base_version_id=base_version.id, **fields)
                     s.add(row)
                     s.flush()
-                    s.refresh(row, ["base_version", "tenant"])
+                    s.refresh(row, ["base_version", "trained_base_version", "tenant"])
                     s.refresh(row.base_version, ["base_model"])
                     return row
             except IntegrityError:
@@ -155,7 +162,8 @@ class Registry(Repository):
 
     def _adapter_query(self):
         return select(Adapter).options(
-            joinedload(Adapter.base_version).joinedload(BaseVersion.base_model), joinedload(Adapter.tenant))
+            joinedload(Adapter.base_version).joinedload(BaseVersion.base_model),
+            joinedload(Adapter.trained_base_version).joinedload(BaseVersion.base_model), joinedload(Adapter.tenant))
 
     def resolve_adapter(self, tenant_id: int, name: str, version: int | None) -> Adapter | None:
         """The ready adapter ``name`` (latest ready version, or exactly ``version``) of one tenant."""
@@ -178,6 +186,13 @@ class Registry(Repository):
             if name is not None:
                 query = query.where(Adapter.name == name)
             return list(s.scalars(query.order_by(Adapter.name, Adapter.version)))
+
+    def adapters_on(self, base_version_id: int) -> list[Adapter]:
+        """Ready adapters (every tenant, every version) served on one base version."""
+        with self.session() as s:
+            return list(s.scalars(self._adapter_query().where(
+                Adapter.base_version_id == base_version_id, Adapter.status == AdapterStatus.ready)
+                .order_by(Adapter.tenant_id, Adapter.name, Adapter.version)))
 
     def adapters_in(self, *statuses: AdapterStatus) -> list[Adapter]:
         with self.session() as s:
@@ -212,6 +227,19 @@ class Registry(Repository):
             for row in rows:
                 row.status, row.status_reason = AdapterStatus.deleted, None
             return rows
+
+    def set_pin(self, adapter_ids: list[int], pinned: bool, base_version_id: int | None = None) -> None:
+        """Pin (optionally moving to ``base_version_id``) or unpin adapters, in one transaction."""
+        with self.session() as s:
+            for row in s.scalars(select(Adapter).where(Adapter.id.in_(adapter_ids))):
+                row.pinned = pinned
+                if base_version_id is not None:
+                    row.base_version_id = base_version_id
+
+    def set_eval_set(self, adapter_ids: list[int], sha256: str, scoring: str, items: int) -> None:
+        with self.session() as s:
+            for row in s.scalars(select(Adapter).where(Adapter.id.in_(adapter_ids))):
+                row.eval_set_sha256, row.eval_scoring, row.eval_items = sha256, scoring, items
 
     def blob_in_use(self, sha256: str) -> bool:
         """Whether a live adapter or uploaded file still references this blob."""

@@ -9,20 +9,25 @@
   evidence when the adapter has no eval set (and marked as weaker)
 """
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
-@dataclass(frozen=True)
-class GateThresholds:
-    min_retention: float = 0.9
+class GateThresholds(BaseModel):
+    """Defaults of the ``migration_gate`` setting; a migration job may override them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_retention: float = Field(default=0.9, ge=0.0)
     """Candidate must keep at least this share of the reference score."""
-    min_gain_kept: float = 0.5
+    min_gain_kept: float = Field(default=0.5, ge=0.0)
     """Candidate must keep at least this share of the adapter's gain over the bare base."""
-    max_negative_flip_rate: float = 0.1
+    max_negative_flip_rate: float = Field(default=0.1, ge=0.0, le=1.0)
     """At most this share of items may go from right to wrong."""
-    min_agreement_without_eval: float = 0.8
+    min_agreement_without_eval: float = Field(default=0.8, ge=0.0, le=1.0)
     """Without an eval set: share of prompts where the new output must equal the old one."""
-    min_gain: float = 0.05
+    min_gain: float = Field(default=0.05, ge=0.0, le=1.0)
     """Below this reference - floor gap the adapter shows no measurable gain; gain kept is not judged."""
 
 
@@ -38,11 +43,14 @@ class GateEvidence:
     negative_flip_rate: float | None = None
     agreement: float = 0.0
 
+    def to_json(self) -> dict:
+        return asdict(self)
+
 
 @dataclass(frozen=True)
 class GateDecision:
-    decision: str  # "migrated" or "kept_on_old"
-    evidence: GateEvidence
+    decision: str  # "migrated", "kept_on_old" or "incompatible"
+    evidence: GateEvidence | None
     reasons: list[str] = field(default_factory=list)
 
 

@@ -1,11 +1,13 @@
-"""Routes of the tenant-facing adapter API: upload, list, show, delete."""
+"""Routes of the tenant-facing adapter API: upload, list, show, delete, pin, eval set."""
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 
+from adapters.format.eval_set import MAX_EVAL_BYTES
 from server.adapters_api.protocol import AdapterDeleted, AdapterList, AdapterPublic, AdapterVersions
+from server.migrations_api.protocol import PinRequest
 from server.deps import ServicesDep, TenantDep
 from server.errors import UnsupportedMediaTypeError
 
@@ -52,4 +54,32 @@ async def get_adapter(name: str, tenant: TenantDep, services: ServicesDep) -> Ad
 @router.delete("/{name}")
 async def delete_adapter(name: str, tenant: TenantDep, services: ServicesDep) -> AdapterDeleted:
     deleted = await services.adapters.delete(tenant, name)
+    await services.served.reconcile()  # the last adapter on an old base version may have gone
     return AdapterDeleted(id=name, versions=[a.version for a in deleted])
+
+
+@router.post("/{name}/pin")
+async def pin_adapter(name: str, body: PinRequest, tenant: TenantDep, services: ServicesDep) -> AdapterVersions:
+    """Pin ``name`` (every ready version) or ``name@v`` to a base version: migrations leave it there."""
+    rows = await services.placement.pin(tenant, name, body.base_version)
+    return AdapterVersions(name=rows[0].name, versions=[AdapterPublic.of(a) for a in rows])
+
+
+@router.delete("/{name}/pin")
+async def unpin_adapter(name: str, tenant: TenantDep, services: ServicesDep) -> AdapterVersions:
+    rows = await services.placement.unpin(tenant, name)
+    return AdapterVersions(name=rows[0].name, versions=[AdapterPublic.of(a) for a in rows])
+
+
+@router.put("/{name}/eval_set", dependencies=[Depends(require_multipart)])
+async def put_eval_set(
+    name: str,
+    tenant: TenantDep,
+    services: ServicesDep,
+    eval_set: Annotated[UploadFile, File(description="JSONL of {prompt|messages, expected}")],
+    eval_scoring: Annotated[str, Form(description="exact_match | contains")] = "exact_match",
+) -> AdapterVersions:
+    """Give ``name`` (every ready version) or ``name@v`` the eval set that judges it in base upgrades."""
+    raw = await eval_set.read(MAX_EVAL_BYTES + 1)
+    rows = await services.placement.set_eval_set(tenant, name, raw, eval_scoring)
+    return AdapterVersions(name=rows[0].name, versions=[AdapterPublic.of(a) for a in rows])

@@ -11,6 +11,7 @@ from adapters.registry.repository import Registry
 from adapters.storage.materialize import AdapterMaterializer
 from server.engine.pool import WorkerPool
 from server.engine.worker_client import WorkerLoraError
+from server.engine.worker_process import WorkerState
 from server.errors import WorkerUnavailableError
 
 log = logging.getLogger(__name__)
@@ -19,8 +20,9 @@ PROBE = {"prompt": "Hello", "max_tokens": 4, "temperature": 0}
 
 class LiveCheck:
     def __init__(self, registry: Registry, pool: WorkerPool, materializer: AdapterMaterializer,
-                 registration: AdapterRegistration):
+                 registration: AdapterRegistration, startup_timeout_s: float):
         self.registry = registry
+        self.startup_timeout_s = startup_timeout_s
         self.pool = pool
         self.materializer = materializer
         self.registration = registration
@@ -29,7 +31,9 @@ class LiveCheck:
     async def run(self, adapter: Adapter) -> Adapter:
         """Return the adapter as ``ready`` or ``rejected``; raise WorkerUnavailableError if no
         worker can run the check now (the adapter then stays ``received``)."""
-        self.pool.ensure(adapter.base_version)
+        started = self.pool.ensure(adapter.base_version)
+        if started.worker.state == WorkerState.starting:  # e.g. the first adapter on an older version
+            await started.worker.wait_ready(self.startup_timeout_s)
         try:
             slot = self.pool.ready_slot(adapter.base_version.ref)
         except WorkerUnavailableError:

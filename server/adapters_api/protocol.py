@@ -14,6 +14,13 @@ class AdapterPublic(BaseModel):
     tenant: str
     base_model: str
     base_version: int
+    """The base version that serves it now (a migration may have moved it)."""
+    trained_on_version: int
+    """The base version it was uploaded or trained on."""
+    pinned: bool
+    """Pinned by its tenant: migrations leave it on ``base_version``."""
+    migration: dict | None = None
+    """Its latest migration: job, from, to, decision, reasons and the gate's evidence."""
     status: str
     status_reason: str | None
     rank: int
@@ -33,7 +40,9 @@ class AdapterPublic(BaseModel):
     def of(cls, a: Adapter) -> "AdapterPublic":
         return cls(
             name=a.name, version=a.version, tenant=a.tenant.name, base_model=a.base_version.base_model.name,
-            base_version=a.base_version.version, status=a.status.value, status_reason=a.status_reason,
+            base_version=a.base_version.version,
+            trained_on_version=(a.trained_base_version or a.base_version).version, pinned=a.pinned,
+            migration=a.migration, status=a.status.value, status_reason=a.status_reason,
             rank=a.rank, lora_alpha=a.lora_alpha, target_modules=a.target_modules, sha256=a.weights_sha256,
             size_bytes=a.size_bytes, trained_with=a.trained_with, description=a.description,
             eval_items=a.eval_items, eval_scoring=a.eval_scoring,

@@ -1,16 +1,19 @@
 """Admin API under /admin/ (the CLI's back end): tenants, keys, base versions, adapters, workers."""
 
 import asyncio
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from migration.compatibility.chart import report_chart_png
+from migration.base_versions.importer import import_base
 from migration.compatibility.compare_versions import compare_versions
 from server.adapters_api.protocol import AdapterPublic
-from server.admin.protocol import ApiKeyCreated, BaseVersionPublic, TenantCreate, TenantPublic, WorkerPublic
+from server.admin.protocol import ApiKeyCreated, BaseImport, BaseVersionPublic, TenantCreate, TenantPublic, WorkerPublic
 from server.deps import AdminDep, ServicesDep
+from server.errors import InvalidRequestError
 
 router = APIRouter(prefix="/admin", dependencies=[AdminDep])
 
@@ -35,9 +38,25 @@ async def create_key(tenant: str, services: ServicesDep) -> ApiKeyCreated:
 
 @router.get("/bases")
 async def list_bases(services: ServicesDep) -> list[BaseVersionPublic]:
-    return [BaseVersionPublic(name=v.base_model.name, version=v.version, ref=v.ref, path=v.path,
-                              fingerprint=v.fingerprint, source=v.source, created_at=v.created_at)
-            for v in await asyncio.to_thread(services.registry.list_base_versions)]
+    return [_base_public(v) for v in await asyncio.to_thread(services.registry.list_base_versions)]
+
+
+def _base_public(v) -> BaseVersionPublic:
+    return BaseVersionPublic(name=v.base_model.name, version=v.version, ref=v.ref, path=v.path,
+                             fingerprint=v.fingerprint, source=v.source, created_at=v.created_at)
+
+
+@router.post("/bases", status_code=201)
+async def import_base_version(body: BaseImport, services: ServicesDep) -> BaseVersionPublic:
+    """Import a base version from a path on the server; a newer version of an existing base must
+    have the same architecture (else 400 with what differs). Its worker starts at once."""
+    source = Path(body.source)
+    if not source.exists():
+        raise InvalidRequestError(f"source {body.source!r} does not exist on the server", param="source")
+    v = await asyncio.to_thread(import_base, services.registry, services.settings.bases_dir, name=body.name,
+                                source=source, version=body.version)
+    await services.served.reconcile()
+    return _base_public(v)
 
 
 @router.get("/bases/{name}/compatibility")

@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class TenantCreate(BaseModel):
@@ -38,3 +38,11 @@ class WorkerPublic(BaseModel):
     restarts: int
     resident_adapters: list[str]
     log_path: str | None
+
+
+class BaseImport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="Base model name; an existing name adds a version.")
+    source: str = Field(min_length=1, description="Path on the server: a Hugging Face model folder or a .gguf file.")
+    version: int | None = Field(default=None, ge=1, description="Version number (default: next).")

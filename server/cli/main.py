@@ -2,13 +2,12 @@
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from server.cli.admin_client import AdminApiError, AdminClient
+from server.cli.command_output import JsonOpt, UrlOpt, admin_call, console, emit, fail, make_table
+from server.cli.migrate import migrate_app
 from server.errors import PeftServeError
 from server.settings import Settings
 
@@ -21,41 +20,7 @@ app.add_typer(base_app, name="base")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(key_app, name="key")
 app.add_typer(adapter_app, name="adapter")
-
-console = Console()
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
-UrlOpt = Annotated[str | None, typer.Option("--url", help="Gateway URL (default from settings).")]
-
-
-def _emit(as_json: bool, data: Any, text: str | Table) -> None:
-    if as_json:
-        print(json.dumps(data, default=str))
-    else:
-        console.print(text)
-
-
-def _fail(as_json: bool, message: str, status: int | None = None) -> None:
-    if as_json:
-        print(json.dumps({"error": {"message": message, "status": status}}))
-    else:
-        console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
-
-
-def _admin(url: str | None, as_json: bool, method: str, path: str, **kwargs) -> Any:
-    try:
-        return AdminClient(Settings(), url).request(method, path, **kwargs)
-    except AdminApiError as e:
-        _fail(as_json, str(e), e.status)
-
-
-def _table(title: str, rows: list[dict], columns: list[str]) -> Table:
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*(str(r.get(c, "")) for c in columns))
-    return table
+app.add_typer(migrate_app, name="migrate")
 
 
 @app.command()
@@ -92,10 +57,10 @@ def base_import(
     from migration.base_versions.importer import import_base
 
     if demo == (source is not None):
-        _fail(as_json, "give either SOURCE or --demo")
+        fail(as_json, "give either SOURCE or --demo")
     name = name or (DEMO_BASE_NAME if demo else None)
     if name is None:
-        _fail(as_json, "--name is required with SOURCE")
+        fail(as_json, "--name is required with SOURCE")
     settings = Settings()
     registry = _local_registry()
     existing = registry.find_base_version(name, version)
@@ -105,10 +70,10 @@ def base_import(
         try:
             base, created = import_base(registry, settings.bases_dir, name=name, source=source, version=version), True
         except PeftServeError as e:
-            _fail(as_json, e.message)
+            fail(as_json, e.message)
     data = {"name": base.base_model.name, "version": base.version, "ref": base.ref, "path": base.path,
             "fingerprint": base.fingerprint, "created": created}
-    _emit(as_json, data, f"{'imported' if created else 'already present:'} {base.ref} at {base.path}")
+    emit(as_json, data, f"{'imported' if created else 'already present:'} {base.ref} at {base.path}")
 
 
 @base_app.command("compare")
@@ -126,17 +91,17 @@ def base_compare(
     try:
         report = compare_versions(_local_registry(), name, from_version, to_version)
     except PeftServeError as e:
-        _fail(as_json, e.message)
+        fail(as_json, e.message)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.png").write_bytes(report_chart_png(report))
     summary = {"from": report["from"], "to": report["to"], "groups": report["groups"],
                "report": str(out / "report.json"), "chart": str(out / "report.png")}
-    table = _table(f"weight change {report['from']} -> {report['to']}",
+    table = make_table(f"weight change {report['from']} -> {report['to']}",
                    [{"group": g, "relative change": f"{v['relative_change']:.3%}",
                      "largest module": f"{v['max_module_change']:.3%}"} for g, v in report["groups"].items()],
                    ["group", "relative change", "largest module"])
-    _emit(as_json, summary, table)
+    emit(as_json, summary, table)
 
 
 def _local_registry():
@@ -151,30 +116,30 @@ def _local_registry():
 @base_app.command("list")
 def base_list(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     """List base-model versions."""
-    rows = _admin(url, as_json, "GET", "/admin/bases")
-    _emit(as_json, {"bases": rows}, _table("base models", rows, ["ref", "path", "created_at"]))
+    rows = admin_call(url, as_json, "GET", "/admin/bases")
+    emit(as_json, {"bases": rows}, make_table("base models", rows, ["ref", "path", "created_at"]))
 
 
 @tenant_app.command("create")
 def tenant_create(name: str, url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     """Create a tenant and print its first API key (shown once)."""
-    data = _admin(url, as_json, "POST", "/admin/tenants", json={"name": name})
-    _emit(as_json, data, f"tenant {data['tenant']} created; API key (shown once): {data['api_key']}")
+    data = admin_call(url, as_json, "POST", "/admin/tenants", json={"name": name})
+    emit(as_json, data, f"tenant {data['tenant']} created; API key (shown once): {data['api_key']}")
 
 
 @tenant_app.command("list")
 def tenant_list(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     """List tenants."""
-    rows = _admin(url, as_json, "GET", "/admin/tenants")
-    _emit(as_json, {"tenants": rows}, _table("tenants", rows, ["name", "created_at"]))
+    rows = admin_call(url, as_json, "GET", "/admin/tenants")
+    emit(as_json, {"tenants": rows}, make_table("tenants", rows, ["name", "created_at"]))
 
 
 @key_app.command("create")
 def key_create(tenant: Annotated[str, typer.Option(help="Tenant name.")], url: UrlOpt = None,
                as_json: JsonOpt = False) -> None:
     """Create another API key for a tenant (shown once)."""
-    data = _admin(url, as_json, "POST", f"/admin/tenants/{tenant}/keys")
-    _emit(as_json, data, f"API key for {tenant} (shown once): {data['api_key']}")
+    data = admin_call(url, as_json, "POST", f"/admin/tenants/{tenant}/keys")
+    emit(as_json, data, f"API key for {tenant} (shown once): {data['api_key']}")
 
 
 @adapter_app.command("add")
@@ -191,15 +156,15 @@ def adapter_add(
     config, weights = path / "adapter_config.json", path / "adapter_model.safetensors"
     for f in (config, weights):
         if not f.is_file():
-            _fail(as_json, f"{f} is missing")
+            fail(as_json, f"{f} is missing")
     form = {"name": name, "description": description}
     if base_model:
         form["base_model"] = base_model
     with config.open("rb") as c, weights.open("rb") as w:
         files = [("file", (config.name, c, "application/json")),
                  ("file", (weights.name, w, "application/octet-stream"))]
-        data = _admin(url, as_json, "POST", f"/admin/tenants/{tenant}/adapters", data=form, files=files)
-    _emit(as_json, data, f"adapter {data['name']}@{data['version']} ({data['status']}) on "
+        data = admin_call(url, as_json, "POST", f"/admin/tenants/{tenant}/adapters", data=form, files=files)
+    emit(as_json, data, f"adapter {data['name']}@{data['version']} ({data['status']}) on "
                          f"{data['base_model']}@{data['base_version']}, rank {data['rank']}")
 
 
@@ -227,12 +192,12 @@ def adapter_upload(
         resp = upload(url or f"http://{settings.host}:{settings.port}", api_key, path, form, eval_set,
                       show_progress=not as_json)
     except (OSError, ValueError) as e:
-        _fail(as_json, str(e))
+        fail(as_json, str(e))
     data = resp.json()
     if resp.status_code >= 400:
-        _fail(as_json, f"HTTP {resp.status_code}: {data['error']['message']} ({data['error']['code']})",
+        fail(as_json, f"HTTP {resp.status_code}: {data['error']['message']} ({data['error']['code']})",
               resp.status_code)
-    _emit(as_json, data, f"adapter {data['name']}@{data['version']} is {data['status']} "
+    emit(as_json, data, f"adapter {data['name']}@{data['version']} is {data['status']} "
                          f"(sha256 {data['sha256'][:12]}, {data['size_bytes']} bytes)")
 
 
@@ -240,9 +205,9 @@ def adapter_upload(
 def adapter_list(tenant: Annotated[str, typer.Option(help="Tenant name.")], url: UrlOpt = None,
                  as_json: JsonOpt = False) -> None:
     """List a tenant's adapters, every version."""
-    rows = _admin(url, as_json, "GET", f"/admin/tenants/{tenant}/adapters")
-    _emit(as_json, {"adapters": rows},
-          _table(f"adapters of {tenant}", rows, ["name", "version", "status", "base_model", "base_version", "rank"]))
+    rows = admin_call(url, as_json, "GET", f"/admin/tenants/{tenant}/adapters")
+    emit(as_json, {"adapters": rows},
+          make_table(f"adapters of {tenant}", rows, ["name", "version", "status", "base_model", "base_version", "rank"]))
 
 
 @app.command()
@@ -277,7 +242,7 @@ def train(
                                 checkpoint_every=checkpoint_every)
         prepared = prepare(folder, data.read_bytes(), validation.read_bytes() if validation else None, config)
     except (PeftServeError, ValueError, OSError) as e:
-        _fail(as_json, getattr(e, "message", str(e)))
+        fail(as_json, getattr(e, "message", str(e)))
     columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
                TimeRemainingColumn())
     with Progress(*columns, disable=as_json, console=console) as bar:
@@ -288,7 +253,7 @@ def train(
 
         result = run_training(folder, prepared, config, out, on_progress=on_progress)
     data_out = {"adapter_dir": str(result.adapter_dir), "eval_set": str(out / "eval.jsonl"), **result.metadata}
-    _emit(as_json, data_out, f"adapter written to {result.adapter_dir} ({result.metadata['steps']} steps, "
+    emit(as_json, data_out, f"adapter written to {result.adapter_dir} ({result.metadata['steps']} steps, "
                              f"{result.metadata['held_out_examples']} held-out examples in {out / 'eval.jsonl'})")
 
 
@@ -296,19 +261,19 @@ def _registered_base_path(ref: str | None, as_json: bool) -> Path:
     from adapters.registry.repository import split_ref
 
     if ref is None:
-        _fail(as_json, "give --base NAME[@VERSION] or --base-dir PATH")
+        fail(as_json, "give --base NAME[@VERSION] or --base-dir PATH")
     name, version = split_ref(ref)
     found = _local_registry().find_base_version(name, version)
     if found is None:
-        _fail(as_json, f"base model {ref!r} is not registered")
+        fail(as_json, f"base model {ref!r} is not registered")
     return Path(found.path)
 
 
 @app.command()
 def workers(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     """Show the gateway's workers and their resident adapters."""
-    rows = _admin(url, as_json, "GET", "/admin/workers")
-    _emit(as_json, {"workers": rows}, _table("workers", rows, ["base_version", "url", "state", "pid", "restarts",
+    rows = admin_call(url, as_json, "GET", "/admin/workers")
+    emit(as_json, {"workers": rows}, make_table("workers", rows, ["base_version", "url", "state", "pid", "restarts",
                                                                "resident_adapters"]))
 
 

@@ -1,5 +1,6 @@
 """Turn a request's ``model`` into what serves it: a base version, or one tenant's adapter."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from adapters.registry.models import Adapter, Tenant
@@ -22,13 +23,21 @@ class Target:
         return self.adapter.name if self.adapter else "_base"
 
 
-def resolve_model(registry: Registry, tenant: Tenant, model: str) -> Target:
+def resolve_model(registry: Registry, tenant: Tenant, model: str,
+                  is_served: Callable[[str], bool] = lambda ref: True) -> Target:
+    """``base@v`` is that version; a bare base name is its newest version that a ready worker
+    serves (so importing a new version switches bare-base traffic only once its worker is up);
+    an adapter name is the tenant's adapter on the version it is mapped to now."""
     try:
         name, version = split_ref(model)
     except InvalidRequestError:
         raise model_not_found(model) from None
-    base = registry.find_base_version(name, version)
-    if base is not None:
+    if version is None:
+        versions = registry.versions_of(name)
+        if versions:
+            base = next((v for v in versions if is_served(v.ref)), versions[0])
+            return Target(model, base.ref, None)
+    elif (base := registry.find_base_version(name, version)) is not None:
         return Target(model, base.ref, None)
     adapter = registry.resolve_adapter(tenant.id, name, version)
     if adapter is None:

@@ -15,10 +15,15 @@ from adapters.registry.repository import Registry
 from adapters.storage.materialize import AdapterMaterializer
 from server.engine.pool import WorkerPool
 from server.engine.worker_process import WORKER_BASE_NAME
-from server.errors import PeftServeError, WorkerRequestError, WorkerUnavailableError
+from server.errors import PeftServeError, WorkerRequestError, WorkerRetiredError, WorkerUnavailableError
 from server.metrics import GatewayMetrics
 from server.openai_api.model_resolution import Target, resolve_model
 from server.ttl_cache import TtlCache
+
+
+# Names the base version that served a response: after a base-model upgrade, clients and
+# operators can tell which version answered.
+BASE_VERSION_HEADER = "x-peftserve-base-version"
 
 
 class _AdapterGone(Exception):
@@ -38,17 +43,26 @@ class OpenAIServing:
         """Adapters changed (upload, delete): resolve model names afresh."""
         self._resolutions.clear()
 
-    async def _resolve(self, tenant: Tenant, model: str) -> Target:
+    async def _resolve(self, tenant: Tenant, model: str, *, fresh: bool = False) -> Target:
         key = (tenant.id, model)
-        target = self._resolutions.get(key)
+        target = None if fresh else self._resolutions.get(key)
         if target is None:
-            target = await asyncio.to_thread(resolve_model, self.registry, tenant, model)
+            target = await asyncio.to_thread(resolve_model, self.registry, tenant, model, self._is_served)
             self._resolutions.put(key, target)
         return target
 
+    def _is_served(self, base_ref: str) -> bool:
+        slot = self.pool.slots.get(base_ref)
+        return slot is not None and slot.worker.ready
+
     async def generate(self, tenant: Tenant, endpoint: str, body: dict):
         started = time.perf_counter()
-        target = await self._resolve(tenant, body["model"])
+        try:
+            target = await self._resolve(tenant, body["model"])
+            self.pool.ready_slot(target.base_ref)
+        except WorkerRetiredError:
+            # Resolved (maybe cached) before a migration moved the model off a retired worker.
+            target = await self._resolve(tenant, body["model"], fresh=True)
         labels = self.metrics.labels(tenant.name, target.adapter_label, target.base_ref)
         self.metrics.requests.labels(**labels, endpoint=endpoint).inc()
         try:
@@ -71,6 +85,8 @@ class OpenAIServing:
             worker_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
 
         stack = AsyncExitStack()
+        stack.enter_context(slot.request())  # before any await: a retiring worker waits for it
+        headers = {BASE_VERSION_HEADER: target.base_ref}
         try:
             if target.adapter is not None:
                 await stack.enter_async_context(slot.residency.use(target.lora_name, self._adapter_path(target)))
@@ -81,7 +97,8 @@ class OpenAIServing:
                 data["model"] = target.public_name
                 self._count_usage(data.get("usage"), labels)
                 self.metrics.latency.labels(**labels).observe(time.perf_counter() - started)
-                return JSONResponse(data)
+                await stack.aclose()
+                return JSONResponse(data, headers=headers)
             resp = await stack.enter_async_context(slot.worker.client.stream(endpoint, worker_body))
             if resp.status_code != 200:
                 self._raise_for_worker_error(resp.status_code, (await resp.aread()).decode(errors="replace"), target)
@@ -89,7 +106,7 @@ class OpenAIServing:
             await stack.aclose()
             raise
         events = self._relay_stream(resp, stack, target, labels, started, client_wants_usage)
-        return StreamingResponse(events, media_type="text/event-stream")
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
     def _adapter_path(self, target: Target):
         async def path() -> str:

@@ -1,0 +1,85 @@
+"""Try one adapter on the new base version and judge it: the candidate is the same LoRA weights
+(direct transfer), checked statically against the new version, loaded on its worker, then
+compared with the adapter on the old version and with the bare new version."""
+
+import asyncio
+from dataclasses import dataclass
+
+from adapters.format.eval_set import EvalItem, parse_eval_set
+from adapters.format.peft_config import parse_lora_config
+from adapters.format.safetensors_header import read_header
+from adapters.registry.models import Adapter, BaseVersion
+from adapters.storage.blob_store import BlobStore
+from adapters.storage.materialize import AdapterMaterializer
+from adapters.validation.against_base import check_against_base
+from migration.base_versions.architecture import BaseArchitecture
+from migration.validation_gate.eval_runner import generate_outputs
+from migration.validation_gate.gate import GateDecision, GateThresholds, decide, measure
+from server.engine.pool import WorkerSlot
+from server.engine.worker_client import WorkerLoraError
+from server.engine.worker_process import WORKER_BASE_NAME
+from server.errors import AdapterInvalidError, WorkerRequestError
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    sample_prompts: list[str]
+    max_tokens: int
+    max_items: int
+    concurrency: int
+    max_rank: int
+
+
+def eval_items_of(adapter: Adapter, blobs: BlobStore, settings: TrialSettings) -> tuple[list[EvalItem], bool]:
+    """The adapter's eval set (first ``max_items``), or the sample prompts; (items, has_expected)."""
+    if adapter.eval_set_sha256:
+        with blobs.open(adapter.eval_set_sha256) as f:
+            return parse_eval_set(f.read())[:settings.max_items], True
+    return [EvalItem(messages=[{"role": "user", "content": p}], expected="-") for p in settings.sample_prompts], False
+
+
+def incompatible(reason: str) -> GateDecision:
+    return GateDecision("incompatible", None, [reason])
+
+
+async def try_adapter(adapter: Adapter, new_version: BaseVersion, old: WorkerSlot, new: WorkerSlot, *,
+                      blobs: BlobStore, materializer: AdapterMaterializer, thresholds: GateThresholds,
+                      settings: TrialSettings) -> GateDecision:
+    folder = await asyncio.to_thread(materializer.folder_for, adapter)
+    try:  # the same checks an upload gets, against the new version's architecture
+        config = parse_lora_config((folder / "adapter_config.json").read_bytes(), max_rank=settings.max_rank)
+        header = read_header(folder / "adapter_model.safetensors", display_name="adapter_model.safetensors")
+        check_against_base(config, header, BaseArchitecture.from_json(new_version.architecture))
+    except AdapterInvalidError as e:
+        return incompatible(f"does not fit {new_version.ref}: {e.message}")
+    items, has_expected = await asyncio.to_thread(eval_items_of, adapter, blobs, settings)
+
+    async def path() -> str:
+        return str(folder)
+
+    async def run(slot: WorkerSlot, model: str) -> list[str]:
+        return await generate_outputs(slot.worker.client, model, items, max_tokens=settings.max_tokens,
+                                      concurrency=settings.concurrency)
+
+    async def with_adapter(slot: WorkerSlot) -> list[str]:
+        with slot.request():
+            async with slot.residency.use(adapter.lora_name, path):
+                return await run(slot, adapter.lora_name)
+
+    try:
+        candidate = await with_adapter(new)
+    except WorkerLoraError as e:  # the new version's worker refuses to load it
+        return incompatible(f"the worker of {new_version.ref} refused it: "
+                            + str(e).replace(adapter.lora_name, adapter.name))  # no internal names
+    except WorkerRequestError as e:  # ... or to run it
+        return incompatible(f"the worker of {new_version.ref} cannot run it: {e.message}")
+    reference = await with_adapter(old)
+    expected = [i.expected for i in items] if has_expected else None
+    floor = None
+    if has_expected:
+        with new.request():
+            floor = await run(new, WORKER_BASE_NAME)
+    evidence = measure(reference, candidate, floor_outputs=floor, expected=expected,
+                       mode=adapter.eval_scoring or "exact_match")
+    return decide(evidence, thresholds)
+
