@@ -92,3 +92,20 @@ def test_a_different_architecture_is_refused_with_what_differs(two_versions, tmp
     assert "architecture differs" in message and "mlp.down_proj.weight: shape [256, 512] -> [256, 384]" in message
     assert sorted(p.name for p in (root / "data" / "bases").iterdir()) == ["tiny"]  # no staging left
     assert sorted(p.name for p in (root / "data" / "bases" / "tiny").iterdir()) == ["v1", "v2"]
+
+
+def test_import_over_the_admin_api_starts_serving_the_new_version(two_versions, tmp_path):
+    root, _ = two_versions
+    dead = "http://127.0.0.1:9"  # stand-in worker addresses: this test starts no engine
+    settings = gateway_settings(root / "data", worker_urls={"tiny@2": dead, "tiny@3": dead})
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with TestClient(create_app(settings)) as client:
+        missing = client.post("/admin/bases", json={"name": "tiny", "source": str(tmp_path / "nope")}, headers=headers)
+        assert missing.status_code == 400 and "does not exist" in missing.json()["error"]["message"]
+        taken = client.post("/admin/bases", json={"name": "tiny", "source": str(root / "tiny-v2"), "version": 2},
+                            headers=headers)
+        assert taken.status_code == 409 and taken.json()["error"]["code"] == "base_version_exists"
+        created = client.post("/admin/bases", json={"name": "tiny", "source": str(root / "tiny-v2")}, headers=headers)
+        assert created.status_code == 201 and created.json()["ref"] == "tiny@3", created.text
+        workers = {w["base_version"] for w in client.get("/admin/workers", headers=headers).json()}
+        assert workers == {"tiny@3"}  # the newest version; tiny@2 has no adapter left to serve

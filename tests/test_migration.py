@@ -313,3 +313,31 @@ def test_a_job_killed_midway_resumes_to_the_same_result(upgrade, gateway, tiny_b
             assert resp.status_code == 200 and resp.headers[VERSION_HEADER] == "tiny@2"
     finally:
         server.stop()
+
+
+def test_an_adapter_the_new_worker_refuses_is_incompatible_and_stays(gateway, tiny_base_dir, v2_dir, lora_factory,
+                                                                     tmp_path):
+    from tests.test_live_check_rejection import REFUSAL, refusing_worker
+
+    url, stand_in = refusing_worker()  # a tiny@2 worker that refuses every adapter
+    data = tmp_path / "data"
+    data.mkdir()
+    import_two_versions(data, tiny_base_dir, v2_dir)
+    gw = start_gateway(gateway_settings(data, worker_urls={"tiny@1": gateway.worker()["url"], "tiny@2": url}))
+    try:
+        api = admin_api(gw)
+        key = api.tenant("strict")
+        api.add("strict", "kept", lora_factory(81))
+        job = api.wait(api.start_job({"base_model": "tiny"})["id"])
+        assert job["status"] == "succeeded" and job["progress"]["incompatible"] == 1, job
+        item = job["items"][0]
+        assert item["decision"] == "incompatible" and REFUSAL in item["reasons"][0] and item["evidence"] is None
+        assert "lora-" not in item["reasons"][0]  # internal worker names never shown
+        with api.client(key) as c:
+            adapter = c.get("/v1/adapters/kept").json()["versions"][0]
+            assert adapter["base_version"] == 1 and adapter["migration"]["decision"] == "incompatible"
+            resp = c.post("/v1/completions", json={"model": "kept", "prompt": "Hi", "max_tokens": 2})
+            assert resp.status_code == 200 and resp.headers[VERSION_HEADER] == "tiny@1"
+    finally:
+        gw.stop()
+        stand_in.should_exit = True

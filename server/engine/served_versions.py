@@ -14,6 +14,7 @@ class ServedVersions:
         self.registry = registry
         self.pool = pool
         self.startup_timeout_s = startup_timeout_s
+        self._follow_ups: set[asyncio.Task] = set()
 
     async def ready(self, base: BaseVersion) -> WorkerSlot:
         """A ready worker for ``base``, started if needed; before anything is mapped onto it."""
@@ -24,8 +25,32 @@ class ServedVersions:
         return slot
 
     async def reconcile(self) -> list[str]:
-        """Start what is served and retire what no longer is; returns the retired versions."""
+        """Start what is served and retire what no longer is; returns the retired versions.
+
+        Until a new version's worker is ready, the newest ready version of that base keeps its
+        worker (bare-base requests go there meanwhile); a later pass retires it."""
         served = await asyncio.to_thread(self.registry.served_base_versions)
+        keep = {b.ref for b in served}
+        waiting = []
         for base in served:
-            self.pool.ensure(base)
-        return self.pool.retire_except({b.ref for b in served})
+            slot = self.pool.ensure(base)
+            if not slot.worker.ready:
+                waiting.append(slot)
+                stand_in = self._newest_ready(base)
+                if stand_in is not None:
+                    keep.add(stand_in)
+        if waiting:
+            task = asyncio.create_task(self._again_when_ready(waiting), name="reconcile workers")
+            self._follow_ups.add(task)
+            task.add_done_callback(self._follow_ups.discard)
+        return self.pool.retire_except(keep)
+
+    def _newest_ready(self, base: BaseVersion) -> str | None:
+        name = base.base_model.name
+        ready = [(int(ref.rsplit("@", 1)[1]), ref) for ref, slot in self.pool.slots.items()
+                 if ref.rsplit("@", 1)[0] == name and slot.worker.ready]
+        return max(ready)[1] if ready else None
+
+    async def _again_when_ready(self, slots: list[WorkerSlot]) -> None:
+        await asyncio.gather(*(s.worker.wait_ready(self.startup_timeout_s) for s in slots))
+        await self.reconcile()
