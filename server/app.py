@@ -72,7 +72,7 @@ def build_services(settings: Settings) -> Services:
         sample_prompts=settings.migration_sample_prompts, max_tokens=settings.migration_eval_max_tokens,
         max_items=settings.migration_eval_max_items, concurrency=settings.migration_eval_concurrency,
         max_rank=settings.max_lora_rank)
-    migration_runner = MigrationRunner(migrations, registry, served, blobs, materializer, trial_settings,
+    migration_runner = MigrationRunner(migrations, registry, served, blobs, materializer, trial_settings, metrics,
                                        on_change=serving.forget_resolutions)
     return Services(
         settings=settings, registry=registry, pool=pool, metrics=metrics, serving=serving, registration=registration,

@@ -51,6 +51,10 @@ class GatewayMetrics:
                                registry=r)
         self.worker_restarts = Counter("peftserve_worker_restarts_total", "Worker restarts after a crash",
                                        ("worker",), registry=r)
+        self.migration_decisions = Counter("peftserve_migration_decisions_total", "Adapters judged by migration "
+                                           "jobs", ("from_version", "to_version", "decision"), registry=r)
+        self.migration_seconds = Histogram("peftserve_migration_adapter_seconds", "Time to judge one adapter in a "
+                                           "migration job", ("to_version",), buckets=LATENCY_BUCKETS, registry=r)
 
     def labels(self, tenant: str, adapter: str, base_version: str) -> dict[str, str]:
         return {"tenant": self.tenant_label(tenant), "adapter": self.adapter_label(adapter),

@@ -14,6 +14,7 @@ import pytest
 
 from migration.validation_gate.gate import GateEvidence, GateThresholds, decide
 from tests.gateway_harness import ADMIN_KEY, free_port, gateway_settings, start_gateway
+from tests.metrics_reading import metric_sum
 from tests.second_gateway import SecondGateway
 from tests.test_cli import run_cli
 from tests.tiny_models import continual_update, make_dead_neuron_lora
@@ -104,6 +105,8 @@ def test_decisions_follow_the_measured_scores(upgrade, trained, noop_dir, lora_f
             resp = c.post("/v1/completions", json={"model": model, "prompt": "Color of the sky:", "max_tokens": 3})
             assert resp.status_code == 200 and resp.headers[VERSION_HEADER] == version, (model, resp.text)
     assert api.workers() == {"tiny@1", "tiny@2"}  # "noop" still needs tiny@1
+    assert metric_sum(upgrade.url, "peftserve_migration_decisions_total", decision="kept_on_old",
+                      from_version="tiny@1", to_version="tiny@2") >= 1
 
     with api.client() as c:
         page = c.get(f"/admin/migrations/{job['id']}/report.html")

@@ -8,6 +8,7 @@ moved. Both versions stay served during the job; afterwards a worker nothing map
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from adapters.registry.migration_repository import MigrationRepository
@@ -19,6 +20,7 @@ from migration.upgrade_jobs.adapter_trial import TrialSettings, try_adapter
 from migration.validation_gate.gate import GateThresholds
 from server.engine.served_versions import ServedVersions
 from server.errors import PeftServeError, WorkerUnavailableError
+from server.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +29,10 @@ WORKER_RETRIES = 3
 
 class MigrationRunner:
     def __init__(self, repo: MigrationRepository, registry: Registry, served: ServedVersions, blobs: BlobStore,
-                 materializer: AdapterMaterializer, trial_settings: TrialSettings, *,
+                 materializer: AdapterMaterializer, trial_settings: TrialSettings, metrics: GatewayMetrics, *,
                  on_change: Callable[[], None], poll_s: float = 0.5):
         self.repo = repo
+        self.metrics = metrics
         self.registry = registry
         self.served = served
         self.blobs = blobs
@@ -101,6 +104,7 @@ class MigrationRunner:
             await asyncio.to_thread(self.repo.skip_item, item_id, reason)
             return
         adapter = await asyncio.to_thread(self.registry.get_adapter, adapter_id)
+        started = time.perf_counter()
         for attempt in range(WORKER_RETRIES):
             try:
                 old = await self._slot(job.from_version)
@@ -114,6 +118,8 @@ class MigrationRunner:
                     raise
         evidence = verdict.evidence.to_json() if verdict.evidence else None
         moved = await asyncio.to_thread(self.repo.finish_item, item_id, verdict.decision, verdict.reasons, evidence)
+        self.metrics.migration_seconds.labels(job.to_version.ref).observe(time.perf_counter() - started)
+        self.metrics.migration_decisions.labels(job.from_version.ref, job.to_version.ref, verdict.decision).inc()
         log.info("migration %s: %s/%s@%s %s%s", job.id, adapter.tenant.name, adapter.name, adapter.version,
                  verdict.decision, f" ({'; '.join(verdict.reasons)})" if verdict.reasons else "")
         if moved:
