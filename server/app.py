@@ -2,7 +2,10 @@
 
 import asyncio
 import logging
+import os
+import secrets
 import shutil
+import socket
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Response
@@ -43,6 +46,11 @@ from server.ttl_cache import TtlCache
 log = logging.getLogger(__name__)
 
 
+def gateway_instance_name(settings: Settings) -> str:
+    """Names this gateway process in the job leases it holds (unique across machines and restarts)."""
+    return f"{socket.gethostname()}:{settings.port}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
 def build_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database_url)
@@ -63,8 +71,10 @@ def build_services(settings: Settings) -> Services:
                               on_change=serving.forget_resolutions)
     fine_tuning = FineTuningService(registry, FineTuningRepository(sessions), blobs, settings.data_dir / "fine_tuning",
                                     max_rank=settings.max_lora_rank)
+    owner = gateway_instance_name(settings)
     runner = FineTuningRunner(fine_tuning, adapters, max_concurrent=settings.fine_tuning_max_concurrent,
-                              max_per_tenant=settings.fine_tuning_max_per_tenant)
+                              max_per_tenant=settings.fine_tuning_max_per_tenant, owner=owner,
+                              lease_s=settings.job_lease_s)
     served = ServedVersions(registry, pool, settings.worker_startup_timeout_s)
     placement = AdapterPlacement(registry, adapters, registration, served, on_change=serving.forget_resolutions)
     migrations = MigrationRepository(sessions)
@@ -73,6 +83,7 @@ def build_services(settings: Settings) -> Services:
         max_items=settings.migration_eval_max_items, concurrency=settings.migration_eval_concurrency,
         max_rank=settings.max_lora_rank)
     migration_runner = MigrationRunner(migrations, registry, served, blobs, materializer, trial_settings, metrics,
+                                       owner=owner, lease_s=settings.job_lease_s,
                                        on_change=serving.forget_resolutions)
     return Services(
         settings=settings, registry=registry, pool=pool, metrics=metrics, serving=serving, registration=registration,

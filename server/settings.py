@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """SQLAlchemy URL of the registry; default ``sqlite:///<data_dir>/registry.db``."""
 
+    blob_dir: Path | None = None
+    """The local content-addressed blob store; default ``<data_dir>/blobs``. Gateways on one
+    machine (or on a shared file system) can share it, each with its own data_dir."""
+
     host: str = "127.0.0.1"
     """Address the gateway listens on."""
 
@@ -111,6 +115,10 @@ class Settings(BaseSettings):
     live_check_timeout_s: float = 120.0
     """How long an upload waits for the live check before answering 202 and finishing it later."""
 
+    job_lease_s: float = Field(default=30.0, gt=0)
+    """A gateway running a background job (training, migration) renews its claim this often x3;
+    a job whose gateway stopped renewing is taken over (by any gateway) after this long."""
+
     migration_gate: GateThresholds = Field(default_factory=GateThresholds)
     """Default thresholds of the migration validation gate, as JSON in the environment, e.g.
     ``PEFTSERVE_MIGRATION_GATE='{"min_retention": 0.9, "min_gain_kept": 0.5}'``; see
@@ -132,13 +140,12 @@ class Settings(BaseSettings):
     def _fill_defaults(self) -> "Settings":
         if self.database_url is None:
             self.database_url = f"sqlite:///{(self.data_dir / 'registry.db').as_posix()}"
+        if self.blob_dir is None:
+            self.blob_dir = self.data_dir / "blobs"
         if self.max_loras_per_batch > self.max_resident_adapters:
             self.max_loras_per_batch = self.max_resident_adapters
         return self
 
-    @property
-    def blob_dir(self) -> Path:
-        return self.data_dir / "blobs"
 
     @property
     def bases_dir(self) -> Path:

@@ -13,6 +13,7 @@ from server.app import create_app
 from server.settings import Settings
 
 ADMIN_KEY = "psa-test-admin-key"
+JOB_LEASE_S = 3.0  # a killed gateway's jobs are taken over after this long
 
 
 def wait_until_ready(url: str, timeout_s: float) -> bool:
@@ -97,7 +98,7 @@ def gateway_settings(data_dir: Path, **overrides) -> Settings:
         # In-process engine core: a tiny model starts in seconds instead of ~20 (RUNBOOK.md).
         worker_env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
         worker_health_interval_s=0.5, worker_restart_backoff_max_s=2.0,
-        max_upload_bytes=8 * 1024 * 1024, tenant_max_adapters=20,
+        max_upload_bytes=8 * 1024 * 1024, tenant_max_adapters=20, job_lease_s=JOB_LEASE_S,
     )
     values.update(overrides)
     return Settings(**values)

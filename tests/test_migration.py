@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from migration.validation_gate.gate import GateEvidence, GateThresholds, decide
-from tests.gateway_harness import ADMIN_KEY, free_port, gateway_settings, start_gateway
+from tests.gateway_harness import ADMIN_KEY, JOB_LEASE_S, free_port, gateway_settings, start_gateway
 from tests.metrics_reading import metric_sum
 from tests.second_gateway import SecondGateway
 from tests.test_cli import run_cli
@@ -283,7 +283,7 @@ def test_a_job_killed_midway_resumes_to_the_same_result(upgrade, gateway, tiny_b
     port = free_port()
     env = {"PEFTSERVE_DATA_DIR": str(data), "PEFTSERVE_PORT": str(port), "PEFTSERVE_ADMIN_KEY": ADMIN_KEY,
            "PEFTSERVE_WORKER_URLS": json.dumps({"tiny@1": gateway.worker()["url"], "tiny@2": urls["tiny@2"]}),
-           "PEFTSERVE_MIGRATION_EVAL_MAX_TOKENS": str(EVAL_TOKENS)}
+           "PEFTSERVE_MIGRATION_EVAL_MAX_TOKENS": str(EVAL_TOKENS), "PEFTSERVE_JOB_LEASE_S": str(JOB_LEASE_S)}
     server = SecondGateway(env, f"http://127.0.0.1:{port}", data)
     server.start()
     api = AdminApi(server.url, ADMIN_KEY)

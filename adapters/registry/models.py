@@ -16,6 +16,13 @@ class Base(DeclarativeBase):
     pass
 
 
+class LeasedJob:
+    """Columns of a background job that gateways claim through the database (job_leases.py)."""
+
+    claimed_by: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class AdapterStatus(str, enum.Enum):
     """Lifecycle: received -> validating -> ready | rejected; deleted is a tombstone."""
 
@@ -158,7 +165,7 @@ class JobStatus(str, enum.Enum):
 TERMINAL_JOB_STATES = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
-class FineTuningJob(Base):
+class FineTuningJob(LeasedJob, Base):
     __tablename__ = "fine_tuning_jobs"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -205,7 +212,7 @@ class MigrationStatus(str, enum.Enum):
 ACTIVE_MIGRATION_STATES = (MigrationStatus.queued, MigrationStatus.running)
 
 
-class MigrationJob(Base):
+class MigrationJob(LeasedJob, Base):
     """Moves the ready adapters of one base version (or a selection) onto a newer version."""
 
     __tablename__ = "migration_jobs"

@@ -40,6 +40,10 @@ class Repository:
     def __init__(self, sessions: sessionmaker[Session]):
         self._sessions = sessions
 
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        return self._sessions
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         with self._sessions.begin() as s:

@@ -5,11 +5,12 @@ file that is fsynced and renamed into place, so a crash leaves either no blob or
 one. Reads verify the hash, so a corrupted blob is never served.
 """
 
+import contextlib
 import hashlib
 import io
 import os
-import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -99,10 +100,14 @@ class LocalBlobStore:
     def delete(self, sha256: str) -> None:
         self._path(sha256).unlink(missing_ok=True)
 
-    def clear_temp(self) -> None:
-        """Drop half-written temp files left by a crash (called at start-up)."""
-        shutil.rmtree(self._tmp, ignore_errors=True)
-        self._tmp.mkdir(parents=True, exist_ok=True)
+    def clear_temp(self, older_than_s: float = 3600.0) -> None:
+        """Drop half-written temp files a crash left (called at start-up). Only old ones: another
+        gateway sharing this store may be writing the young ones right now."""
+        cutoff = time.time() - older_than_s
+        for tmp in self._tmp.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
 
 
 def _fsync_dir(path: Path) -> None:

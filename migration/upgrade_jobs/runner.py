@@ -1,9 +1,10 @@
 """Runs migration jobs in the background, one at a time, durably.
 
 All state is in the database: each adapter's verdict and, when it passed, its move to the new
-version are one transaction (MigrationRepository.finish_item), so a job killed at any point
-resumes at start-up with the adapters it had not finished; none is lost, judged twice or half
-moved. Both versions stay served during the job; afterwards a worker nothing maps to retires.
+version are one transaction (MigrationRepository.finish_item), so a job killed at any point is
+resumed, by this gateway after a restart or by another one, once its lease runs out, with the
+adapters it had not finished; none is lost, judged twice or half moved. Both versions stay
+served during the job; afterwards a worker nothing maps to retires.
 """
 
 import asyncio
@@ -11,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from adapters.registry.job_leases import JobLeases
 from adapters.registry.migration_repository import MigrationRepository
 from adapters.registry.models import ItemState, MigrationJob, MigrationStatus, utcnow
 from adapters.registry.repository import Registry
@@ -30,8 +32,12 @@ WORKER_RETRIES = 3
 class MigrationRunner:
     def __init__(self, repo: MigrationRepository, registry: Registry, served: ServedVersions, blobs: BlobStore,
                  materializer: AdapterMaterializer, trial_settings: TrialSettings, metrics: GatewayMetrics, *,
-                 on_change: Callable[[], None], poll_s: float = 0.5):
+                 owner: str, lease_s: float, on_change: Callable[[], None], poll_s: float = 0.5):
         self.repo = repo
+        self.leases = JobLeases(repo.sessions, MigrationJob, queued=MigrationStatus.queued,
+                                running=MigrationStatus.running)
+        self.owner = owner  # this gateway, as named in the leases it holds
+        self.lease_s = lease_s
         self.metrics = metrics
         self.registry = registry
         self.served = served
@@ -43,9 +49,6 @@ class MigrationRunner:
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        for job in await asyncio.to_thread(self.repo.jobs_in, MigrationStatus.running):
-            log.info("migration %s was running when the server stopped; it resumes", job.id)
-            await asyncio.to_thread(self.repo.update_job, job.id, status=MigrationStatus.queued)
         self._task = asyncio.create_task(self._loop(), name="migration runner")
 
     async def stop(self) -> None:
@@ -59,9 +62,7 @@ class MigrationRunner:
     async def _loop(self) -> None:
         while True:
             try:
-                queued = await asyncio.to_thread(self.repo.jobs_in, MigrationStatus.queued)
-                if queued:
-                    await self._run(queued[0])
+                if await self._claim_and_run():
                     continue
             except asyncio.CancelledError:
                 raise
@@ -69,9 +70,39 @@ class MigrationRunner:
                 log.exception("migration scheduler failed; retrying")
             await asyncio.sleep(self.poll_s)
 
+    async def _claim_and_run(self) -> bool:
+        """Claim the oldest free job (queued, or abandoned by a gateway that died) and run it."""
+        for job_id in await asyncio.to_thread(self.leases.claimable_ids):
+            previous = await asyncio.to_thread(self.leases.claim, job_id, self.owner, self.lease_s)
+            if previous is None:
+                continue  # another gateway was faster
+            if previous:
+                log.info("migration %s: taking over from %s, whose lease ran out", job_id, previous)
+            await self._run_holding_lease(await asyncio.to_thread(self.repo.get_job, job_id))
+            return True
+        return False
+
+    async def _run_holding_lease(self, job: MigrationJob) -> None:
+        work = asyncio.create_task(self._run(job), name=f"migration {job.id}")
+        try:
+            while not work.done():
+                await asyncio.wait({work}, timeout=self.lease_s / 3)
+                if not work.done() and not await asyncio.to_thread(self.leases.renew, job.id, self.owner,
+                                                                   self.lease_s):
+                    log.warning("migration %s: lease lost to another gateway; stopping here", job.id)
+                    work.cancel()
+        except asyncio.CancelledError:  # shutting down: the job keeps its state and is resumed later
+            work.cancel()
+            raise
+        try:
+            await work
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():
+                raise  # we are shutting down ourselves
+
     async def _run(self, job: MigrationJob) -> None:
-        await asyncio.to_thread(self.repo.update_job, job.id, status=MigrationStatus.running,
-                                started_at=job.started_at or utcnow())
+        if job.started_at is None:
+            await asyncio.to_thread(self.repo.update_job, job.id, started_at=utcnow())
         thresholds = GateThresholds(**job.thresholds)
         try:
             status = MigrationStatus.succeeded
@@ -82,20 +113,24 @@ class MigrationRunner:
                     status = MigrationStatus.cancelled
                     break
                 await self._migrate_item(job, item.id, item.adapter_id, thresholds)
-            await asyncio.to_thread(self.repo.update_job, job.id, status=status, finished_at=utcnow())
-        except asyncio.CancelledError:  # server shutting down: the job stays running and resumes
+            await self._finish(job, status=status)
+        except asyncio.CancelledError:  # shutting down or lease lost: whoever claims it next resumes
             raise
         except PeftServeError as e:
-            await self._fail(job, e.code, e.message)
+            await self._finish(job, status=MigrationStatus.failed, error={"code": e.code, "message": e.message})
         except Exception as e:
             log.exception("migration %s crashed", job.id)
-            await self._fail(job, "internal_error", f"{type(e).__name__}: {e}")
+            await self._finish(job, status=MigrationStatus.failed,
+                               error={"code": "internal_error", "message": f"{type(e).__name__}: {e}"})
         finally:
             self._on_change()
             try:
                 await self.served.reconcile()
             except Exception:  # never mask the job's own outcome
                 log.exception("retiring unused workers after migration %s failed", job.id)
+
+    async def _finish(self, job: MigrationJob, **values) -> None:
+        await asyncio.to_thread(self.leases.finish, job.id, self.owner, finished_at=utcnow(), **values)
 
     async def _migrate_item(self, job: MigrationJob, item_id: int, adapter_id: int,
                             thresholds: GateThresholds) -> None:
@@ -128,7 +163,3 @@ class MigrationRunner:
     async def _slot(self, base):
         await self.served.ready(base)
         return self.served.pool.ready_slot(base.ref)  # also resets residency after a worker restart
-
-    async def _fail(self, job: MigrationJob, code: str, message: str) -> None:
-        await asyncio.to_thread(self.repo.update_job, job.id, status=MigrationStatus.failed, finished_at=utcnow(),
-                                error={"code": code, "message": message})

@@ -1,7 +1,8 @@
 """Runs queued fine-tuning jobs in the background, within a global and a per-tenant limit.
 
-State lives in the database: a job that was running when the server stopped is queued again
-at start-up and resumes from its last checkpoint (its work folder survives). On success the
+State lives in the database and jobs are claimed through it (job_leases.py): a job whose
+gateway stopped is taken over, by any gateway, once its lease runs out, and resumes from its
+last checkpoint when that gateway's machine has its work folder (else from the start). On success the
 adapter goes through the same validation and live check as an upload.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from adapters.registration import AdapterSubmission
 from adapters.registry.fine_tuning_repository import FineTuningRepository
+from adapters.registry.job_leases import JobLeases
 from adapters.registry.models import FineTuningJob, JobStatus, utcnow
 from adapters.training.run import prepare, run_training
 from adapters.training.trainer import TrainingCancelled
@@ -31,23 +33,21 @@ def adapter_name(job: FineTuningJob) -> str:
 
 class FineTuningRunner:
     def __init__(self, service: FineTuningService, adapters: AdapterService, *, max_concurrent: int,
-                 max_per_tenant: int, poll_s: float = 1.0, event_every_s: float = 2.0):
+                 max_per_tenant: int, owner: str, lease_s: float, poll_s: float = 1.0, event_every_s: float = 2.0):
         self.service = service
         self.repo: FineTuningRepository = service.repo
+        self.leases = JobLeases(self.repo.sessions, FineTuningJob, queued=JobStatus.queued, running=JobStatus.running)
+        self.owner = owner  # this gateway, as named in the leases it holds
+        self.lease_s = lease_s
         self.adapters = adapters
         self.max_concurrent = max_concurrent
         self.max_per_tenant = max_per_tenant
         self.poll_s = poll_s
         self.event_every_s = event_every_s
         self._running: dict[str, asyncio.Task] = {}
-        self._tenant_of: dict[str, int] = {}  # running job id -> tenant id
         self._loop_task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        for job in await asyncio.to_thread(self.repo.jobs_in, JobStatus.running):
-            await asyncio.to_thread(self.repo.update_job, job.id, status=JobStatus.queued)
-            await asyncio.to_thread(self.repo.add_event, job.id, "Server restarted; the job resumes from its "
-                                    "last checkpoint")
         self._loop_task = asyncio.create_task(self._loop(), name="fine-tuning runner")
 
     async def stop(self) -> None:
@@ -65,33 +65,56 @@ class FineTuningRunner:
             await asyncio.sleep(self.poll_s)
 
     async def _start_what_fits(self) -> None:
+        """Claim free jobs (queued, or abandoned by a gateway that died) within this machine's
+        limit and each tenant's limit, counted over every gateway."""
         self._running = {k: t for k, t in self._running.items() if not t.done()}
-        self._tenant_of = {k: v for k, v in self._tenant_of.items() if k in self._running}
-        queued = await asyncio.to_thread(self.repo.jobs_in, JobStatus.queued)
-        for job in queued:
+        for job_id in await asyncio.to_thread(self.leases.claimable_ids):
             if len(self._running) >= self.max_concurrent:
                 return
-            if job.id in self._running:
+            if job_id in self._running:
                 continue
-            per_tenant = sum(1 for j in self._running if self._tenant_of.get(j) == job.tenant_id)
-            if per_tenant >= self.max_per_tenant:
+            job = await asyncio.to_thread(self.repo.get_job, job_id)
+            if await asyncio.to_thread(self.repo.running_for_tenant, job.tenant_id, job.id) >= self.max_per_tenant:
                 continue
-            self._tenant_of[job.id] = job.tenant_id
-            self._running[job.id] = asyncio.create_task(self._run(job), name=f"job {job.id}")
+            previous = await asyncio.to_thread(self.leases.claim, job_id, self.owner, self.lease_s)
+            if previous is None:
+                continue  # another gateway was faster
+            if previous:
+                await asyncio.to_thread(self.repo.add_event, job.id, "The gateway running this job stopped; the "
+                                        "job resumes from its last checkpoint (when this machine has it)")
+            self._running[job.id] = asyncio.create_task(self._run_holding_lease(job), name=f"job {job.id}")
 
-    async def _run(self, job: FineTuningJob) -> None:
+    async def _run_holding_lease(self, job: FineTuningJob) -> None:
+        lost = threading.Event()  # set when another gateway took the job: stop, write nothing
+        work = asyncio.create_task(self._run(job, lost))
+        try:
+            while not work.done():
+                await asyncio.wait({work}, timeout=self.lease_s / 3)
+                if not work.done() and not await asyncio.to_thread(self.leases.renew, job.id, self.owner,
+                                                                   self.lease_s):
+                    log.warning("fine-tuning job %s: lease lost to another gateway; stopping here", job.id)
+                    lost.set()
+        except asyncio.CancelledError:  # shutting down: the job is resumed by whoever claims it next
+            work.cancel()
+            raise
+        await work
+
+    async def _run(self, job: FineTuningJob, lost: threading.Event) -> None:
         repo = self.repo
-        await asyncio.to_thread(repo.update_job, job.id, status=JobStatus.running, started_at=job.started_at or utcnow())
+        if job.started_at is None:
+            await asyncio.to_thread(repo.update_job, job.id, started_at=utcnow())
         await asyncio.to_thread(repo.add_event, job.id, "Training started")
         cancel = threading.Event()
         try:
-            result = await asyncio.to_thread(self._train, job, cancel)
+            result = await asyncio.to_thread(self._train, job, cancel, lost)
             await self._register(job, result)
-        except asyncio.CancelledError:  # server shutting down: leave it running -> resumes at start-up
+        except asyncio.CancelledError:  # server shutting down: the job resumes when claimed again
             cancel.set()
             raise
         except TrainingCancelled:
-            await asyncio.to_thread(repo.update_job, job.id, status=JobStatus.cancelled)
+            if lost.is_set():
+                return
+            await self._finish(job, status=JobStatus.cancelled)
             await asyncio.to_thread(repo.add_event, job.id, "Job cancelled")
         except PeftServeError as e:
             await self._fail(job, e.code, e.message)
@@ -99,7 +122,10 @@ class FineTuningRunner:
             log.exception("fine-tuning job %s crashed", job.id)
             await self._fail(job, "internal_error", f"training failed: {type(e).__name__}: {e}")
 
-    def _train(self, job: FineTuningJob, cancel: threading.Event):
+    async def _finish(self, job: FineTuningJob, **values) -> bool:
+        return await asyncio.to_thread(self.leases.finish, job.id, self.owner, finished_at=utcnow(), **values)
+
+    def _train(self, job: FineTuningJob, cancel: threading.Event, lost: threading.Event):
         config = TrainingConfig(**job.hyperparameters)
         base_dir = Path(job.base_version.path)
         training = self.service.read_file(job.tenant_id, job.training_file, "training_file")
@@ -109,6 +135,8 @@ class FineTuningRunner:
         last_event = [0.0]
 
         def on_progress(p) -> None:
+            if lost.is_set():
+                cancel.set()
             now = time.monotonic()
             if now - last_event[0] >= self.event_every_s or p.step == p.total_steps:
                 last_event[0] = now
@@ -131,14 +159,14 @@ class FineTuningRunner:
             weights_path=result.adapter_dir / "adapter_model.safetensors", base_model=job.base_version.ref,
             description=f"fine-tuned by {job.id}", trained_with=result.metadata["method"],
             eval_set=result.eval_set or None, eval_scoring="exact_match")
+        if not await asyncio.to_thread(self.leases.renew, job.id, self.owner, self.lease_s):
+            return  # another gateway holds the job now and registers its own result
         adapter, _ = await self.adapters.register(job.tenant, submission, training_metadata=metadata)
-        await asyncio.to_thread(self.repo.update_job, job.id, status=JobStatus.succeeded,
-                                fine_tuned_model=f"{adapter.name}@{adapter.version}" if adapter.version > 1
-                                else adapter.name, trained_tokens=tokens)
+        await self._finish(job, status=JobStatus.succeeded, trained_tokens=tokens,
+                           fine_tuned_model=f"{adapter.name}@{adapter.version}" if adapter.version > 1 else adapter.name)
         await asyncio.to_thread(self.repo.add_event, job.id, f"New fine-tuned model created: {adapter.name} "
                                 f"(version {adapter.version}, {adapter.status.value})")
 
     async def _fail(self, job: FineTuningJob, code: str, message: str) -> None:
-        await asyncio.to_thread(self.repo.update_job, job.id, status=JobStatus.failed,
-                                error={"code": code, "message": message, "param": None})
+        await self._finish(job, status=JobStatus.failed, error={"code": code, "message": message, "param": None})
         await asyncio.to_thread(self.repo.add_event, job.id, f"Job failed: {message}", level="error")

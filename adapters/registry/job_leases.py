@@ -1,0 +1,61 @@
+"""Claim background jobs (fine-tuning, migrations) through the database, so that with any
+number of gateways on one database each job runs on exactly one of them, and a job whose
+gateway died is taken over once its lease runs out.
+
+A claim is a conditional UPDATE (compare-and-set on status and lease): on PostgreSQL the row
+lock makes a second claimer re-check the condition and lose; SQLite serialises writers. The
+runner renews its lease while it works and stops at once if a renewal finds it lost the job.
+"""
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from adapters.registry.models import utcnow
+
+
+class JobLeases:
+    def __init__(self, sessions: sessionmaker[Session], model: Any, *, queued: Any, running: Any):
+        self._sessions = sessions
+        self.model = model
+        self.queued = queued
+        self.running = running
+
+    def _claimable(self, now):
+        m = self.model
+        return or_(m.status == self.queued, and_(m.status == self.running, or_(
+            m.lease_expires_at.is_(None), m.lease_expires_at < now)))
+
+    def claimable_ids(self, limit: int = 20) -> list[str]:
+        """Jobs free to claim, oldest first: queued, or running with an expired lease."""
+        with self._sessions.begin() as s:
+            return list(s.scalars(select(self.model.id).where(self._claimable(utcnow()))
+                                  .order_by(self.model.created_at).limit(limit)))
+
+    def claim(self, job_id: str, owner: str, lease_s: float) -> str | None:
+        """Take the job if it is still claimable; returns its previous owner ('' if none) or None."""
+        now = utcnow()
+        m = self.model
+        with self._sessions.begin() as s:
+            previous = s.scalar(select(m.claimed_by).where(m.id == job_id))
+            won = s.execute(update(m).where(m.id == job_id, self._claimable(now)).values(
+                status=self.running, claimed_by=owner, lease_expires_at=now + timedelta(seconds=lease_s)))
+            return (previous or "") if won.rowcount == 1 else None
+
+    def renew(self, job_id: str, owner: str, lease_s: float) -> bool:
+        """Extend our lease; False when the job is no longer ours (taken over, or finished)."""
+        m = self.model
+        with self._sessions.begin() as s:
+            done = s.execute(update(m).where(m.id == job_id, m.claimed_by == owner, m.status == self.running)
+                             .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s)))
+            return done.rowcount == 1
+
+    def finish(self, job_id: str, owner: str, **values) -> bool:
+        """Final write of a job we hold (its outcome); nothing if another gateway holds it now."""
+        m = self.model
+        with self._sessions.begin() as s:
+            done = s.execute(update(m).where(m.id == job_id, m.claimed_by == owner)
+                             .values(lease_expires_at=None, **values))
+            return done.rowcount == 1

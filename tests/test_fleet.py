@@ -1,0 +1,109 @@
+"""Two gateway processes on one PostgreSQL registry and one blob store, in front of the session's
+worker: state is shared through the database only, and a background job whose gateway is
+killed is taken over by the other gateway and finished exactly once."""
+
+import json
+import os
+import signal
+import time
+
+import httpx
+import psycopg
+import pytest
+
+from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
+from adapters.registry.repository import Registry
+from migration.base_versions.importer import import_base
+from tests.gateway_harness import ADMIN_KEY, JOB_LEASE_S, free_port
+from tests.second_gateway import SecondGateway
+from tests.test_trans_peft import reverse_task
+from tests.test_uploads import folder_files
+
+
+@pytest.fixture(scope="module")
+def fleet(gateway, postgres, tiny_base_dir, tmp_path_factory):
+    url = postgres.new_database()
+    root = tmp_path_factory.mktemp("fleet")
+    engine = make_engine(url)
+    upgrade_schema(engine)
+    import_base(Registry(make_session_factory(engine)), root / "bases", name="tiny", source=tiny_base_dir)
+    engine.dispose()
+    common = {"PEFTSERVE_DATABASE_URL": url, "PEFTSERVE_BLOB_DIR": str(root / "blobs"),
+              "PEFTSERVE_ADMIN_KEY": ADMIN_KEY, "PEFTSERVE_JOB_LEASE_S": str(JOB_LEASE_S),
+              "PEFTSERVE_WORKER_URLS": json.dumps({"tiny@1": gateway.worker()["url"]})}
+    gateways = {}
+    for name in ("a", "b"):
+        port = free_port()
+        env = {**common, "PEFTSERVE_DATA_DIR": str(root / name), "PEFTSERVE_PORT": str(port)}
+        gateways[name] = SecondGateway(env, f"http://127.0.0.1:{port}", root / name)
+        gateways[name].start()
+    yield gateways, url.replace("postgresql+psycopg://", "postgresql://")
+    for server in gateways.values():
+        if server.proc.poll() is None:
+            server.stop()
+
+
+def client(server: SecondGateway, key: str) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+
+
+def test_gateways_share_tenants_adapters_and_deletions(fleet, lora_factory):
+    (gateways, _), deadline = fleet, time.monotonic() + 30
+    a, b = gateways["a"], gateways["b"]
+    key = a.tenant_key("shared-co")
+    with client(a, key) as via_a, client(b, key) as via_b:
+        resp = via_a.post("/v1/adapters", data={"name": "both"}, files=[("file", f) for f in folder_files(
+            lora_factory(90))])
+        assert resp.status_code == 201, resp.text
+        served = via_b.post("/v1/completions", json={"model": "both", "prompt": "Hi", "max_tokens": 3})
+        assert served.status_code == 200 and served.json()["model"] == "both"
+        assert [x["name"] for x in via_b.get("/v1/adapters").json()["data"]] == ["both"]
+        assert via_b.delete("/v1/adapters/both").status_code == 200
+        while via_a.post("/v1/completions", json={"model": "both", "prompt": "Hi", "max_tokens": 1}).status_code != 404:
+            assert time.monotonic() < deadline, "gateway a still serves a deleted adapter"  # within its cache TTL
+            time.sleep(0.2)
+
+
+def test_a_job_whose_gateway_dies_is_taken_over_and_finished_once(fleet):
+    gateways, db = fleet
+    key = gateways["a"].tenant_key("takeover-co")
+    with client(gateways["a"], key) as c:
+        file_id = c.post("/v1/files", data={"purpose": "fine-tune"},
+                         files={"file": ("t.jsonl", reverse_task(40))}).json()["id"]
+        hyper = {"rank": 4, "max_steps": 60, "batch_size": 4, "checkpoint_every": 5, "learning_rate": 1e-3}
+        job_id = c.post("/v1/fine_tuning/jobs", json={"model": "tiny", "training_file": file_id, "suffix": "once",
+                                                      "hyperparameters": hyper}).json()["id"]
+
+    def holder() -> str | None:
+        with psycopg.connect(db) as conn:
+            return conn.execute("SELECT claimed_by FROM fine_tuning_jobs WHERE id = %s", (job_id,)).fetchone()[0]
+
+    def steps(c: httpx.Client) -> list[int]:
+        events = c.get(f"/v1/fine_tuning/jobs/{job_id}/events", params={"limit": 1000}).json()["data"]
+        return [e["data"]["step"] for e in events if e["data"] and "step" in e["data"]]
+
+    deadline = time.monotonic() + 120
+    with client(gateways["a"], key) as c:
+        while not (steps(c) and holder()):
+            assert time.monotonic() < deadline, "no gateway started the job"
+            time.sleep(0.2)
+    # The gateway holding the job (either may have claimed it) dies; the other one takes over.
+    claimant, other = sorted(gateways.values(), key=lambda g: f":{g.env['PEFTSERVE_PORT']}:" not in holder())
+    first_holder = holder()
+    os.killpg(claimant.proc.pid, signal.SIGKILL)
+    claimant.proc.wait()
+    with client(other, key) as c:
+        deadline = time.monotonic() + 240
+        while (job := c.get(f"/v1/fine_tuning/jobs/{job_id}").json())["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.5)
+        assert job["status"] == "succeeded", job["error"]
+        assert holder() is None or holder() != first_holder
+        messages = [e["message"] for e in c.get(f"/v1/fine_tuning/jobs/{job_id}/events",
+                                                params={"limit": 1000}).json()["data"]]
+        assert sum("The gateway running this job stopped" in m for m in messages) == 1
+        assert sum(m.startswith("New fine-tuned model created") for m in messages) == 1
+        versions = c.get(f"/v1/adapters/{job['fine_tuned_model']}").json()["versions"]
+        assert [v["version"] for v in versions] == [1] and versions[0]["status"] == "ready"
+        assert c.post("/v1/completions", json={"model": job["fine_tuned_model"], "prompt": "Hi",
+                                               "max_tokens": 2}).status_code == 200
