@@ -17,7 +17,8 @@ from adapters.registry.fine_tuning_repository import FineTuningRepository
 from adapters.registry.migration_repository import MigrationRepository
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
 from adapters.registry.repository import Registry
-from adapters.storage.blob_store import LocalBlobStore
+from adapters.storage.blob_store import BlobStore, LocalBlobStore
+from adapters.storage.s3_blob_store import S3BlobStore
 from adapters.storage.materialize import AdapterMaterializer
 from server.adapters_api.api_router import router as adapters_router
 from server.adapters_api.live_check import LiveCheck
@@ -46,6 +47,15 @@ from server.ttl_cache import TtlCache
 log = logging.getLogger(__name__)
 
 
+def make_blob_store(settings: Settings) -> BlobStore:
+    if settings.blob_store == "s3":
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region)
+        return S3BlobStore(client, settings.s3_bucket, settings.s3_prefix, settings.data_dir / "blob-spool")
+    return LocalBlobStore(settings.blob_dir)
+
+
 def gateway_instance_name(settings: Settings) -> str:
     """Names this gateway process in the job leases it holds (unique across machines and restarts)."""
     return f"{socket.gethostname()}:{settings.port}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -57,7 +67,7 @@ def build_services(settings: Settings) -> Services:
     upgrade_schema(engine)
     sessions = make_session_factory(engine)
     registry = Registry(sessions)
-    blobs = LocalBlobStore(settings.blob_dir)
+    blobs = make_blob_store(settings)
     blobs.clear_temp()
     shutil.rmtree(settings.data_dir / "uploads", ignore_errors=True)  # spooled parts of uploads a crash cut off
     metrics = GatewayMetrics(settings.metrics_adapter_label_limit)

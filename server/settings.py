@@ -1,6 +1,7 @@
 """All peftserve settings: one pydantic-settings class, env prefix ``PEFTSERVE_``."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,22 @@ class Settings(BaseSettings):
     blob_dir: Path | None = None
     """The local content-addressed blob store; default ``<data_dir>/blobs``. Gateways on one
     machine (or on a shared file system) can share it, each with its own data_dir."""
+
+    blob_store: Literal["local", "s3"] = "local"
+    """Where adapter weights, configs, eval sets and training files live: ``local`` (blob_dir) or
+    ``s3`` (any S3-compatible service; credentials from the usual AWS variables or files)."""
+
+    s3_bucket: str | None = None
+    """Bucket of the S3 blob store (must exist)."""
+
+    s3_prefix: str = "peftserve/blobs"
+    """Key prefix of the blobs in the bucket."""
+
+    s3_endpoint_url: str | None = None
+    """Endpoint of an S3-compatible service other than AWS (MinIO, Ceph, R2...)."""
+
+    s3_region: str | None = None
+    """Region of the bucket (AWS)."""
 
     host: str = "127.0.0.1"
     """Address the gateway listens on."""
@@ -142,6 +159,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{(self.data_dir / 'registry.db').as_posix()}"
         if self.blob_dir is None:
             self.blob_dir = self.data_dir / "blobs"
+        if self.blob_store == "s3" and not self.s3_bucket:
+            raise ValueError("blob_store 's3' needs s3_bucket (PEFTSERVE_S3_BUCKET)")
         if self.max_loras_per_batch > self.max_resident_adapters:
             self.max_loras_per_batch = self.max_resident_adapters
         return self

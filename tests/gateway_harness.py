@@ -16,17 +16,22 @@ ADMIN_KEY = "psa-test-admin-key"
 JOB_LEASE_S = 3.0  # a killed gateway's jobs are taken over after this long
 
 
-def wait_until_ready(url: str, timeout_s: float) -> bool:
-    """Poll ``url``/ready until it answers 200; False if it did not within ``timeout_s``."""
+def wait_until_http(url: str, timeout_s: float) -> bool:
+    """Poll ``url`` until it answers 200; False if it did not within ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
+            if httpx.get(url, timeout=5).status_code == 200:
                 return True
         except httpx.TransportError:
             pass
         time.sleep(0.3)
     return False
+
+
+def wait_until_ready(url: str, timeout_s: float) -> bool:
+    """Poll ``url``/ready until it answers 200; False if it did not within ``timeout_s``."""
+    return wait_until_http(f"{url}/ready", timeout_s)
 
 
 def free_port() -> int:

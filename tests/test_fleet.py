@@ -1,6 +1,7 @@
-"""Two gateway processes on one PostgreSQL registry and one blob store, in front of the session's
-worker: state is shared through the database only, and a background job whose gateway is
-killed is taken over by the other gateway and finished exactly once."""
+"""Two gateway processes on one PostgreSQL registry and one S3-compatible blob store, in front of
+the session's worker, each with its own data folder as if on its own machine: state is shared
+through the database and the bucket only, and a background job whose gateway is killed is
+taken over by the other gateway and finished exactly once."""
 
 import json
 import os
@@ -21,14 +22,14 @@ from tests.test_uploads import folder_files
 
 
 @pytest.fixture(scope="module")
-def fleet(gateway, postgres, tiny_base_dir, tmp_path_factory):
+def fleet(gateway, postgres, s3, tiny_base_dir, tmp_path_factory):
     url = postgres.new_database()
     root = tmp_path_factory.mktemp("fleet")
     engine = make_engine(url)
     upgrade_schema(engine)
     import_base(Registry(make_session_factory(engine)), root / "bases", name="tiny", source=tiny_base_dir)
     engine.dispose()
-    common = {"PEFTSERVE_DATABASE_URL": url, "PEFTSERVE_BLOB_DIR": str(root / "blobs"),
+    common = {"PEFTSERVE_DATABASE_URL": url, **s3.gateway_env(s3.new_bucket()),
               "PEFTSERVE_ADMIN_KEY": ADMIN_KEY, "PEFTSERVE_JOB_LEASE_S": str(JOB_LEASE_S),
               "PEFTSERVE_WORKER_URLS": json.dumps({"tiny@1": gateway.worker()["url"]})}
     gateways = {}

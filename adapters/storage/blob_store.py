@@ -1,4 +1,5 @@
-"""Content-addressed blob storage: the interface and the local-filesystem implementation.
+"""Content-addressed blob storage: the interface and the local-filesystem implementation
+(the S3-compatible one is in s3_blob_store.py).
 
 Blobs are named by their sha256, so identical uploads are stored once. Writes go to a temp
 file that is fsynced and renamed into place, so a crash leaves either no blob or a whole
@@ -25,6 +26,8 @@ class BlobStore(Protocol):
     def put_stream(self, source: BinaryIO) -> tuple[str, int]:
         """Store the bytes of ``source``; return (sha256, size)."""
 
+    def put_file(self, path: Path) -> tuple[str, int]: ...
+
     def exists(self, sha256: str) -> bool: ...
 
     def copy_to(self, sha256: str, dest: Path) -> None:
@@ -35,6 +38,15 @@ class BlobStore(Protocol):
 
     def delete(self, sha256: str) -> None: ...
 
+    def clear_temp(self, older_than_s: float = 3600.0) -> None:
+        """Drop temp files a crash left behind, older than ``older_than_s``."""
+
+
+def check_digest(sha256: str) -> str:
+    if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+        raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+    return sha256
+
 
 class LocalBlobStore:
     def __init__(self, root: Path):
@@ -43,9 +55,7 @@ class LocalBlobStore:
         self._tmp.mkdir(parents=True, exist_ok=True)
 
     def _path(self, sha256: str) -> Path:
-        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
-            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
-        return self.root / sha256[:2] / sha256
+        return self.root / check_digest(sha256)[:2] / sha256
 
     def put_stream(self, source: BinaryIO) -> tuple[str, int]:
         digest, size = hashlib.sha256(), 0
@@ -103,11 +113,15 @@ class LocalBlobStore:
     def clear_temp(self, older_than_s: float = 3600.0) -> None:
         """Drop half-written temp files a crash left (called at start-up). Only old ones: another
         gateway sharing this store may be writing the young ones right now."""
-        cutoff = time.time() - older_than_s
-        for tmp in self._tmp.iterdir():
-            with contextlib.suppress(FileNotFoundError):
-                if tmp.stat().st_mtime < cutoff:
-                    tmp.unlink()
+        remove_stale_files(self._tmp, older_than_s)
+
+
+def remove_stale_files(folder: Path, older_than_s: float) -> None:
+    cutoff = time.time() - older_than_s
+    for tmp in folder.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
 
 
 def _fsync_dir(path: Path) -> None:
