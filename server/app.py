@@ -110,7 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         for base in await asyncio.to_thread(services.registry.served_base_versions):
             services.pool.ensure(base)
-        if not services.pool.slots:
+        if not services.pool.groups:
             log.warning("no base model is registered: run `peftserve base import` first")
         services.adapters.live_check.schedule_pending()  # checks a crash or restart interrupted
         await services.fine_tuning_runner.start()
@@ -141,7 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/ready", include_in_schema=False)
     async def ready():
         """Every served base version has a healthy worker."""
-        workers = {ref: s.worker.state.value for ref, s in services.pool.slots.items()}
+        workers = {s.name: s.worker.state.value for s in services.pool.all_slots}
         ok = services.pool.all_ready
         return JSONResponse({"ready": ok, "workers": workers}, status_code=200 if ok else 503)
 

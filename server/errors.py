@@ -77,6 +77,11 @@ class WorkerRetiredError(WorkerUnavailableError):
     after a migration); resolving the model again finds where it is served now."""
 
 
+class WorkerUnreachableError(WorkerUnavailableError):
+    """A worker refused the connection: the request never reached it, so another worker of the
+    same base version may take it."""
+
+
 class WorkerRequestError(PeftServeError):
     """The worker rejected a request as the client's fault; its status is passed on."""
 

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from migration.validation_gate.gate import GateThresholds
@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     blob_dir: Path | None = None
     """The local content-addressed blob store; default ``<data_dir>/blobs``. Gateways on one
     machine (or on a shared file system) can share it, each with its own data_dir."""
+
+    adapters_dir: Path | None = None
+    """Adapter folders the workers load from; default ``<data_dir>/adapters``. Workers on other
+    machines need this at the same path (a shared volume)."""
 
     blob_store: Literal["local", "s3"] = "local"
     """Where adapter weights, configs, eval sets and training files live: ``local`` (blob_dir) or
@@ -74,8 +78,22 @@ class Settings(BaseSettings):
     max_loras_per_batch: int = Field(default=4, ge=1)
     """vLLM ``--max-loras``: distinct adapters that can share one batch on a worker."""
 
-    worker_urls: dict[str, str] = Field(default_factory=dict)
-    """External workers, ``{"<base>@<version>": "http://host:port"}``; these are not started or supervised."""
+    worker_urls: dict[str, list[str]] = Field(default_factory=dict)
+    """External workers, ``{"<base>@<version>": "http://host:port"}`` or a list of URLs per version;
+    these are health-checked, never started or supervised."""
+
+    workers_per_base: int = Field(default=1, ge=1)
+    """Workers the gateway starts itself for each served base version (without worker_urls)."""
+
+    routing: Literal["affinity", "round_robin", "least_loaded"] = "affinity"
+    """How a request picks one of a base version's workers (see server/engine/pool.py)."""
+
+    adapter_home_workers: int = Field(default=1, ge=1)
+    """Affinity routing: workers that are an adapter's home (it stays resident there)."""
+
+    worker_saturation: int = Field(default=32, ge=1)
+    """Affinity routing: requests in flight at which a home worker counts as saturated and an
+    adapter's requests go to the least busy worker instead."""
 
     worker_port_start: int = 8100
     """First loopback port for the workers the gateway starts itself."""
@@ -153,12 +171,21 @@ class Settings(BaseSettings):
     migration_eval_concurrency: int = Field(default=4, ge=1)
     """Eval requests in flight per worker during a migration (live traffic shares the workers)."""
 
+    @field_validator("worker_urls", mode="before")
+    @classmethod
+    def _one_url_or_many(cls, value):
+        if isinstance(value, dict):
+            return {ref: [urls] if isinstance(urls, str) else urls for ref, urls in value.items()}
+        return value
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Settings":
         if self.database_url is None:
             self.database_url = f"sqlite:///{(self.data_dir / 'registry.db').as_posix()}"
         if self.blob_dir is None:
             self.blob_dir = self.data_dir / "blobs"
+        if self.adapters_dir is None:
+            self.adapters_dir = self.data_dir / "adapters"
         if self.blob_store == "s3" and not self.s3_bucket:
             raise ValueError("blob_store 's3' needs s3_bucket (PEFTSERVE_S3_BUCKET)")
         if self.max_loras_per_batch > self.max_resident_adapters:
@@ -170,10 +197,6 @@ class Settings(BaseSettings):
     def bases_dir(self) -> Path:
         return self.data_dir / "bases"
 
-    @property
-    def adapters_dir(self) -> Path:
-        """Materialised adapter folders that workers load from."""
-        return self.data_dir / "adapters"
 
     @property
     def logs_dir(self) -> Path:

@@ -1,12 +1,17 @@
 """Two gateway processes on one PostgreSQL registry and one S3-compatible blob store, in front of
-the session's worker, each with its own data folder as if on its own machine: state is shared
-through the database and the bucket only, and a background job whose gateway is killed is
-taken over by the other gateway and finished exactly once."""
+two workers of one base (the session's and a standalone one), each gateway with its own data
+folder as if on its own machine: state is shared through the database and the bucket only;
+each adapter's requests go to its home worker whichever gateway receives them; a worker or a
+gateway killed mid-traffic costs only the requests in flight on it; a background job whose
+gateway is killed is taken over by the other gateway and finished exactly once."""
 
+import itertools
 import json
 import os
 import signal
+import threading
 import time
+from dataclasses import dataclass
 
 import httpx
 import psycopg
@@ -17,12 +22,20 @@ from adapters.registry.repository import Registry
 from migration.base_versions.importer import import_base
 from tests.gateway_harness import ADMIN_KEY, JOB_LEASE_S, free_port
 from tests.second_gateway import SecondGateway
+from tests.standalone_worker import StandaloneWorker
 from tests.test_trans_peft import reverse_task
 from tests.test_uploads import folder_files
 
 
 @pytest.fixture(scope="module")
-def fleet(gateway, postgres, s3, tiny_base_dir, tmp_path_factory):
+def second_worker(gateway, tiny_base_dir, tmp_path_factory):
+    worker = StandaloneWorker(gateway.settings, tiny_base_dir, tmp_path_factory.mktemp("worker2") / "worker.log")
+    yield worker
+    worker.kill()
+
+
+@pytest.fixture(scope="module")
+def fleet(gateway, second_worker, postgres, s3, tiny_base_dir, tmp_path_factory):
     url = postgres.new_database()
     root = tmp_path_factory.mktemp("fleet")
     engine = make_engine(url)
@@ -31,7 +44,8 @@ def fleet(gateway, postgres, s3, tiny_base_dir, tmp_path_factory):
     engine.dispose()
     common = {"PEFTSERVE_DATABASE_URL": url, **s3.gateway_env(s3.new_bucket()),
               "PEFTSERVE_ADMIN_KEY": ADMIN_KEY, "PEFTSERVE_JOB_LEASE_S": str(JOB_LEASE_S),
-              "PEFTSERVE_WORKER_URLS": json.dumps({"tiny@1": gateway.worker()["url"]})}
+              "PEFTSERVE_WORKER_HEALTH_INTERVAL_S": "0.5",
+              "PEFTSERVE_WORKER_URLS": json.dumps({"tiny@1": [gateway.worker()["url"], second_worker.url]})}
     gateways = {}
     for name in ("a", "b"):
         port = free_port()
@@ -65,6 +79,85 @@ def test_gateways_share_tenants_adapters_and_deletions(fleet, lora_factory):
             time.sleep(0.2)
 
 
+ROUTED = [f"routed-{i}" for i in range(12)]
+
+
+def new_key(server: SecondGateway, tenant: str) -> str:
+    return httpx.post(f"{server.url}/admin/tenants/{tenant}/keys",
+                      headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()["api_key"]
+
+
+def test_each_adapter_sticks_to_its_home_worker_on_every_gateway(fleet, lora_factory):
+    gateways, _ = fleet
+    a, b = gateways["a"], gateways["b"]
+    key = a.tenant_key("route-co")
+    with client(a, key) as c:
+        for i, name in enumerate(ROUTED):
+            resp = c.post("/v1/adapters", data={"name": name}, files=[("file", f) for f in folder_files(
+                lora_factory(100 + i))])
+            assert resp.status_code == 201, resp.text
+    served_by: dict[str, set[str]] = {name: set() for name in ROUTED}
+    for server in (a, b):
+        with client(server, key) as c:
+            for name in ROUTED * 2:
+                resp = c.post("/v1/completions", json={"model": name, "prompt": "Hi", "max_tokens": 2})
+                assert resp.status_code == 200, resp.text
+                served_by[name].add(resp.headers["x-peftserve-worker"])
+    assert all(len(workers) == 1 for workers in served_by.values()), served_by  # one home, both gateways agree
+    assert set().union(*served_by.values()) == {"tiny@1#0", "tiny@1#1"}  # adapters spread over both
+    with httpx.Client(base_url=b.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as admin:
+        resident = {w["name"]: set(w["resident_adapters"]) for w in admin.get("/admin/workers").json()}
+    assert all(resident.values()) and not resident["tiny@1#0"] & resident["tiny@1#1"]  # no adapter on both
+
+
+@dataclass
+class Outcome:
+    started: float
+    ok: bool
+    worker: str | None
+    detail: str = ""
+
+
+def traffic(server: SecondGateway, key: str, stop: threading.Event, out: list[Outcome]) -> None:
+    with client(server, key) as c:
+        for n in itertools.count():
+            if stop.is_set():
+                return
+            body = {"model": ROUTED[n % len(ROUTED)], "prompt": "Hello", "max_tokens": 4, "stream": n % 2 == 1}
+            started = time.monotonic()
+            try:
+                with c.stream("POST", "/v1/completions", json=body) as resp:
+                    text = resp.read().decode()
+                ok = resp.status_code == 200 and '"error"' not in text and (
+                    not body["stream"] or text.rstrip().endswith("[DONE]"))
+                out.append(Outcome(started, ok, resp.headers.get("x-peftserve-worker"), text[:200]))
+            except httpx.HTTPError as e:
+                out.append(Outcome(started, False, None, repr(e)))
+
+
+def test_a_worker_killed_mid_traffic_costs_only_its_requests_in_flight(fleet, second_worker):
+    gateways, _ = fleet
+    stop, outcomes = threading.Event(), [[] for _ in range(4)]
+    clients = [threading.Thread(target=traffic, args=(server, new_key(server, "route-co"), stop, outcomes[i]))
+               for i, server in enumerate([gateways["a"], gateways["b"]] * 2)]
+    for t in clients:
+        t.start()
+    time.sleep(2)
+    killed_at = time.monotonic()
+    second_worker.kill()
+    time.sleep(4)
+    stop.set()
+    for t in clients:
+        t.join(60)
+    results = [o for out in outcomes for o in out]
+    failed = [o for o in results if not o.ok]
+    assert len(failed) <= len(clients), failed  # at most the one request each client had in flight
+    assert all(o.started <= killed_at for o in failed), failed
+    later = [o for o in results if o.started > killed_at + 0.5]
+    assert later and all(o.ok and o.worker == "tiny@1#0" for o in later)  # the other worker took over at once
+    assert any(o.worker == "tiny@1#1" for o in results if o.started < killed_at)
+
+
 def test_a_job_whose_gateway_dies_is_taken_over_and_finished_once(fleet):
     gateways, db = fleet
     key = gateways["a"].tenant_key("takeover-co")
@@ -91,8 +184,20 @@ def test_a_job_whose_gateway_dies_is_taken_over_and_finished_once(fleet):
     # The gateway holding the job (either may have claimed it) dies; the other one takes over.
     claimant, other = sorted(gateways.values(), key=lambda g: f":{g.env['PEFTSERVE_PORT']}:" not in holder())
     first_holder = holder()
+    stop, on_claimant, on_other = threading.Event(), [], []
+    clients = [threading.Thread(target=traffic, args=(server, new_key(server, "route-co"), stop, out))
+               for server, out in ((claimant, on_claimant), (other, on_other))]
+    for t in clients:
+        t.start()
+    time.sleep(1)
     os.killpg(claimant.proc.pid, signal.SIGKILL)
     claimant.proc.wait()
+    time.sleep(2)
+    stop.set()
+    for t in clients:
+        t.join(60)
+    assert on_other and all(o.ok for o in on_other)  # the surviving gateway never noticed
+    assert any(o.ok for o in on_claimant) and not on_claimant[-1].ok  # the dead one: connection errors
     with client(other, key) as c:
         deadline = time.monotonic() + 240
         while (job := c.get(f"/v1/fine_tuning/jobs/{job_id}").json())["status"] not in ("succeeded", "failed"):

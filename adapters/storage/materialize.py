@@ -1,6 +1,7 @@
 """Adapter folders on local disk for workers to load, built from verified blobs on demand."""
 
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -22,7 +23,8 @@ class AdapterMaterializer:
         folder = self.folder_path(adapter)
         if folder.is_dir():
             return folder
-        staging = self.root / f".{folder.name}.{os.getpid()}"
+        # Unique even across gateways on several machines sharing this folder.
+        staging = self.root / f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         self.blobs.copy_to(adapter.config_sha256, staging / "adapter_config.json")

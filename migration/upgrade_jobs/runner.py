@@ -142,8 +142,8 @@ class MigrationRunner:
         started = time.perf_counter()
         for attempt in range(WORKER_RETRIES):
             try:
-                old = await self._slot(job.from_version)
-                new = await self._slot(job.to_version)
+                old = await self._slot(job.from_version, adapter.lora_name)
+                new = await self._slot(job.to_version, adapter.lora_name)
                 verdict = await try_adapter(adapter, job.to_version, old, new, blobs=self.blobs,
                                             materializer=self.materializer, thresholds=thresholds,
                                             settings=self.trial_settings)
@@ -160,6 +160,6 @@ class MigrationRunner:
         if moved:
             self._on_change()
 
-    async def _slot(self, base):
+    async def _slot(self, base, lora_name: str):
         await self.served.ready(base)
-        return self.served.pool.ready_slot(base.ref)  # also resets residency after a worker restart
+        return self.served.pool.pick(base.ref, lora_name)  # the adapter's home worker, as for live traffic

@@ -31,11 +31,14 @@ class LiveCheck:
     async def run(self, adapter: Adapter) -> Adapter:
         """Return the adapter as ``ready`` or ``rejected``; raise WorkerUnavailableError if no
         worker can run the check now (the adapter then stays ``received``)."""
-        started = self.pool.ensure(adapter.base_version)
-        if started.worker.state == WorkerState.starting:  # e.g. the first adapter on an older version
-            await started.worker.wait_ready(self.startup_timeout_s)
+        group = self.pool.ensure(adapter.base_version)
+        if all(s.worker.state == WorkerState.starting for s in group):  # e.g. first adapter on an old version
+            waits = [asyncio.create_task(s.worker.wait_ready(self.startup_timeout_s)) for s in group]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for wait in waits:
+                wait.cancel()
         try:
-            slot = self.pool.ready_slot(adapter.base_version.ref)
+            slot = self.pool.pick(adapter.base_version.ref, adapter.lora_name)
         except WorkerUnavailableError:
             await asyncio.to_thread(self.registry.set_status, adapter.id, AdapterStatus.received,
                                     "waiting for a worker to run the live check")

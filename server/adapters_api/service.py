@@ -69,8 +69,7 @@ class AdapterService:
         deleted = await asyncio.to_thread(self.registry.mark_deleted, tenant.id, name, version)
         self._on_change()
         for adapter in deleted:
-            slot = self.pool.slots.get(adapter.base_version.ref)
-            if slot is not None:
+            for slot in self.pool.group(adapter.base_version.ref):
                 try:
                     await slot.residency.remove(adapter.lora_name, self.settings.request_timeout_s)
                 except WorkerUnavailableError:

@@ -99,8 +99,8 @@ async def list_tenant_adapters(tenant: str, services: ServicesDep) -> list[Adapt
 
 @router.get("/workers")
 async def list_workers(services: ServicesDep) -> list[WorkerPublic]:
-    return [WorkerPublic(base_version=ref, url=s.worker.client.url, state=s.worker.state.value,
+    return [WorkerPublic(name=s.name, base_version=s.base_ref, url=s.worker.client.url, state=s.worker.state.value,
                          external=s.worker.external, pid=s.worker.pid, restarts=s.worker.restarts,
-                         resident_adapters=s.residency.resident,
+                         in_flight=s.in_flight, resident_adapters=s.residency.resident,
                          log_path=str(s.worker.log_path) if s.worker.log_path else None)
-            for ref, s in services.pool.slots.items()]
+            for s in services.pool.all_slots]

@@ -30,12 +30,14 @@ class BaseVersionPublic(BaseModel):
 
 
 class WorkerPublic(BaseModel):
+    name: str
     base_version: str
     url: str
     state: str
     external: bool
     pid: int | None
     restarts: int
+    in_flight: int
     resident_adapters: list[str]
     log_path: str | None
 

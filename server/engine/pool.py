@@ -1,7 +1,20 @@
-"""The workers of the gateway, one per served base version, each with its adapter residency."""
+"""The workers of the gateway: for every served base version a group of one or more workers,
+each with its own adapter residency, and the routing that picks one for each request.
+
+Routing (``routing`` setting):
+- ``affinity`` (default): each adapter has a small set of home workers (``adapter_home_workers``)
+  chosen by rendezvous hashing of the adapter's name with each worker's URL, so every gateway
+  agrees on them and an adapter stays resident where its requests go instead of thrashing
+  every worker's slots. The least busy home serves; when every home is down or has
+  ``worker_saturation`` requests in flight, the least busy ready worker of the group does.
+- ``round_robin`` and ``least_loaded``: the baselines (what a plain load balancer does).
+Bare-base requests always go to the least busy ready worker.
+"""
 
 import asyncio
 import contextlib
+import hashlib
+import itertools
 import logging
 import socket
 import time
@@ -20,6 +33,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class WorkerSlot:
+    name: str  # "<base>@<version>#<n>": metrics and logs
+    base_ref: str
     worker: ManagedWorker | ExternalWorker
     residency: AdapterResidency
     in_flight: int = 0  # requests being served; a retired worker stops once this reaches 0
@@ -44,13 +59,19 @@ def _port_is_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def rendezvous_score(adapter: str, worker_url: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{adapter}|{worker_url}".encode(), digest_size=8).digest(), "big")
+
+
 class WorkerPool:
     def __init__(self, settings: Settings, metrics: GatewayMetrics):
         self.settings = settings
         self.metrics = metrics
-        self._slots: dict[str, WorkerSlot] = {}
+        self._groups: dict[str, list[WorkerSlot]] = {}
         self._next_port = settings.worker_port_start
         self._retiring: set[asyncio.Task] = set()
+        self._round_robin = itertools.count()
+        self._discovering: set[asyncio.Task] = set()
 
     def _free_port(self) -> int:
         while not _port_is_free(self._next_port):
@@ -58,54 +79,95 @@ class WorkerPool:
         self._next_port += 1
         return self._next_port - 1
 
-    def ensure(self, base: BaseVersion) -> WorkerSlot:
-        """Start serving ``base`` (idempotent); returns at once, the worker becomes ready later."""
+    def ensure(self, base: BaseVersion) -> list[WorkerSlot]:
+        """Start serving ``base`` (idempotent); returns at once, the workers become ready later."""
         ref = base.ref
-        if ref in self._slots:
-            return self._slots[ref]
-        if ref in self.settings.worker_urls:
-            worker = ExternalWorker(ref, self.settings.worker_urls[ref], self.settings, self.metrics)
+        if ref in self._groups:
+            return self._groups[ref]
+        urls = self.settings.worker_urls.get(ref)
+        if urls:
+            workers = [ExternalWorker(f"{ref}#{i}", url, self.settings, self.metrics) for i, url in enumerate(urls)]
         else:
-            worker = ManagedWorker(ref, base.path, self._free_port(), self.settings, self.metrics)
-        residency = AdapterResidency(ref, worker.client, slots=self.settings.max_resident_adapters,
-                                     slot_wait_s=self.settings.adapter_slot_wait_s, metrics=self.metrics)
-        self._slots[ref] = slot = WorkerSlot(worker, residency)
-        worker.start()
+            workers = [ManagedWorker(f"{ref}#{i}", base.path, self._free_port(), self.settings, self.metrics)
+                       for i in range(self.settings.workers_per_base)]
+        group = []
+        for worker in workers:
+            residency = AdapterResidency(worker.name, worker.client, slots=self.settings.max_resident_adapters,
+                                         slot_wait_s=self.settings.adapter_slot_wait_s, metrics=self.metrics)
+            group.append(WorkerSlot(worker.name, ref, worker, residency))
+            worker.start()
+        self._groups[ref] = group
+        return group
+
+    def group(self, ref: str) -> list[WorkerSlot]:
+        return list(self._groups.get(ref, ()))
+
+    def is_ready(self, ref: str) -> bool:
+        return any(s.worker.ready for s in self._groups.get(ref, ()))
+
+    def check_served(self, ref: str) -> None:
+        if ref not in self._groups:
+            raise WorkerRetiredError(f"no worker serves {ref} on this gateway")
+
+    def pick(self, ref: str, lora_name: str | None = None) -> WorkerSlot:
+        """The worker that serves the next request for ``ref`` (and adapter ``lora_name``)."""
+        group = self._groups.get(ref)
+        if group is None:
+            raise WorkerRetiredError(f"no worker serves {ref} on this gateway")
+        ready = [s for s in group if s.worker.ready]
+        if not ready:
+            states = ", ".join(sorted({s.worker.state.value for s in group}))
+            raise WorkerUnavailableError(f"no worker for {ref} is ready ({states}); retry shortly")
+        slot = self._route(group, ready, lora_name)
+        if slot.residency.reset(slot.worker.generation):  # a (re)started worker: learn what it holds
+            task = asyncio.create_task(self._discover(slot), name=f"discover {slot.name}")
+            self._discovering.add(task)
+            task.add_done_callback(self._discovering.discard)
         return slot
 
-    def ready_slot(self, ref: str) -> WorkerSlot:
-        slot = self._slots.get(ref)
-        if slot is None:
-            raise WorkerRetiredError(f"no worker serves {ref} on this gateway")
-        if not slot.worker.ready:
-            raise WorkerUnavailableError(f"the worker for {ref} is {slot.worker.state.value}; retry shortly")
-        slot.residency.reset(slot.worker.generation)
-        return slot
+    def _route(self, group: list[WorkerSlot], ready: list[WorkerSlot], lora_name: str | None) -> WorkerSlot:
+        policy = self.settings.routing
+        if lora_name is None or policy == "least_loaded" or len(group) == 1:
+            return min(ready, key=lambda s: s.in_flight)
+        if policy == "round_robin":
+            return ready[next(self._round_robin) % len(ready)]
+        ranked = sorted(group, key=lambda s: rendezvous_score(lora_name, s.worker.client.url), reverse=True)
+        homes = [s for s in ranked[:self.settings.adapter_home_workers]
+                 if s.worker.ready and s.in_flight < self.settings.worker_saturation]
+        return min(homes or ready, key=lambda s: s.in_flight)
+
+    async def _discover(self, slot: WorkerSlot) -> None:
+        """Adopt the adapters a worker already holds (loaded by another gateway, or before our
+        restart), so they count as resident instead of being loaded again."""
+        with contextlib.suppress(Exception):
+            slot.residency.adopt(await slot.worker.client.loaded_loras())
 
     def retire_except(self, keep: set[str]) -> list[str]:
         """Stop serving every base version not in ``keep``: new requests no longer reach those
         workers at once; each stops once the requests in flight on it have finished."""
-        retired = [ref for ref in self._slots if ref not in keep]
+        retired = [ref for ref in self._groups if ref not in keep]
         for ref in retired:
-            slot = self._slots.pop(ref)
-            log.info("retiring the worker for %s (no adapter maps to it any more)", ref)
-            task = asyncio.create_task(slot.drain_and_stop(self.settings.request_timeout_s), name=f"retire {ref}")
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+            log.info("retiring the workers of %s (no adapter maps to it any more)", ref)
+            for slot in self._groups.pop(ref):
+                task = asyncio.create_task(slot.drain_and_stop(self.settings.request_timeout_s),
+                                           name=f"retire {slot.name}")
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
         return retired
 
     @property
-    def slots(self) -> dict[str, WorkerSlot]:
-        return dict(self._slots)
+    def groups(self) -> dict[str, list[WorkerSlot]]:
+        return {ref: list(group) for ref, group in self._groups.items()}
+
+    @property
+    def all_slots(self) -> list[WorkerSlot]:
+        return [s for group in self._groups.values() for s in group]
 
     @property
     def all_ready(self) -> bool:
-        return bool(self._slots) and all(s.worker.ready for s in self._slots.values())
-
-    async def wait_ready(self, timeout_s: float) -> bool:
-        results = await asyncio.gather(*(s.worker.wait_ready(timeout_s) for s in self._slots.values()))
-        return all(results)
+        """Every served base version has at least one ready worker."""
+        return bool(self._groups) and all(self.is_ready(ref) for ref in self._groups)
 
     async def stop(self) -> None:
-        await asyncio.gather(*(s.worker.stop() for s in self._slots.values()), *self._retiring)
-        self._slots.clear()
+        await asyncio.gather(*(s.worker.stop() for s in self.all_slots), *self._retiring)
+        self._groups.clear()

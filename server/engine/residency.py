@@ -34,12 +34,22 @@ class AdapterResidency:
     def resident(self) -> list[str]:
         return list(self._resident)
 
-    def reset(self, generation: int) -> None:
-        """Forget everything when the worker process behind us was (re)started."""
-        if generation != self._generation:
-            self._generation = generation
-            self._resident.clear()
-            self.metrics.resident_adapters.labels(self.worker_name).set(0)
+    def reset(self, generation: int) -> bool:
+        """Forget everything when the worker process behind us was (re)started; True if so."""
+        if generation == self._generation:
+            return False
+        self._generation = generation
+        self._resident.clear()
+        self.metrics.resident_adapters.labels(self.worker_name).set(0)
+        return True
+
+    def adopt(self, loaded: set[str]) -> None:
+        """Count adapters the worker already holds as resident (idle, least recently used)."""
+        free = self.slots - len(self._resident) - len(self._loading)
+        for name in sorted(loaded - set(self._resident) - self._loading)[:max(0, free)]:
+            self._resident[name] = 0
+            self._resident.move_to_end(name, last=False)
+        self.metrics.resident_adapters.labels(self.worker_name).set(len(self._resident))
 
     def forget(self, lora_name: str) -> None:
         """The worker no longer has it (it answered 404): load again on next use."""

@@ -2,10 +2,11 @@
 of every base, plus any older one an adapter is still mapped to."""
 
 import asyncio
+import time
 
 from adapters.registry.models import BaseVersion
 from adapters.registry.repository import Registry
-from server.engine.pool import WorkerPool, WorkerSlot
+from server.engine.pool import WorkerPool
 from server.errors import WorkerUnavailableError
 
 
@@ -16,13 +17,15 @@ class ServedVersions:
         self.startup_timeout_s = startup_timeout_s
         self._follow_ups: set[asyncio.Task] = set()
 
-    async def ready(self, base: BaseVersion) -> WorkerSlot:
-        """A ready worker for ``base``, started if needed; before anything is mapped onto it."""
-        slot = self.pool.ensure(base)
-        if not await slot.worker.wait_ready(self.startup_timeout_s):
-            raise WorkerUnavailableError(f"the worker for {base.ref} did not become ready within "
-                                         f"{self.startup_timeout_s:.0f}s; nothing was changed")
-        return slot
+    async def ready(self, base: BaseVersion) -> None:
+        """Wait until ``base`` has a ready worker (started if needed): before anything is mapped onto it."""
+        self.pool.ensure(base)
+        deadline = time.monotonic() + self.startup_timeout_s
+        while not self.pool.is_ready(base.ref):
+            if time.monotonic() > deadline:
+                raise WorkerUnavailableError(f"no worker for {base.ref} became ready within "
+                                             f"{self.startup_timeout_s:.0f}s; nothing was changed")
+            await asyncio.sleep(0.2)
 
     async def reconcile(self) -> list[str]:
         """Start what is served and retire what no longer is; returns the retired versions.
@@ -33,9 +36,9 @@ class ServedVersions:
         keep = {b.ref for b in served}
         waiting = []
         for base in served:
-            slot = self.pool.ensure(base)
-            if not slot.worker.ready:
-                waiting.append(slot)
+            self.pool.ensure(base)
+            if not self.pool.is_ready(base.ref):
+                waiting.append(base)
                 stand_in = self._newest_ready(base)
                 if stand_in is not None:
                     keep.add(stand_in)
@@ -47,10 +50,14 @@ class ServedVersions:
 
     def _newest_ready(self, base: BaseVersion) -> str | None:
         name = base.base_model.name
-        ready = [(int(ref.rsplit("@", 1)[1]), ref) for ref, slot in self.pool.slots.items()
-                 if ref.rsplit("@", 1)[0] == name and slot.worker.ready]
+        ready = [(int(ref.rsplit("@", 1)[1]), ref) for ref in self.pool.groups
+                 if ref.rsplit("@", 1)[0] == name and self.pool.is_ready(ref)]
         return max(ready)[1] if ready else None
 
-    async def _again_when_ready(self, slots: list[WorkerSlot]) -> None:
-        await asyncio.gather(*(s.worker.wait_ready(self.startup_timeout_s) for s in slots))
+    async def _again_when_ready(self, bases: list[BaseVersion]) -> None:
+        try:
+            for base in bases:
+                await self.ready(base)
+        except WorkerUnavailableError:
+            pass  # try again below all the same: the next pass schedules another wait
         await self.reconcile()

@@ -5,7 +5,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from server.errors import WorkerUnavailableError
+from server.errors import WorkerUnavailableError, WorkerUnreachableError
 
 TRANSPORT_ERRORS = (httpx.TransportError,)
 
@@ -55,11 +55,15 @@ class WorkerClient:
         try:
             async with self._http.stream("POST", path, json=body) as resp:
                 yield resp
+        except httpx.ConnectError as e:
+            raise WorkerUnreachableError(f"worker {self.name} refused the connection") from e
         except TRANSPORT_ERRORS as e:
             raise WorkerUnavailableError(f"worker for this model is unavailable ({type(e).__name__}); retry shortly") from e
 
     async def _call(self, method: str, path: str, body: dict | None = None) -> httpx.Response:
         try:
             return await self._http.request(method, path, json=body)
+        except httpx.ConnectError as e:
+            raise WorkerUnreachableError(f"worker {self.name} refused the connection") from e
         except TRANSPORT_ERRORS as e:
             raise WorkerUnavailableError(f"worker for this model is unavailable ({type(e).__name__}); retry shortly") from e

@@ -168,6 +168,9 @@ class ManagedWorker:
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
+    def mark_unreachable(self) -> None:
+        """A request could not connect; readiness already follows the process, nothing to do."""
+
     async def stop(self) -> None:
         if self._supervisor:
             self._supervisor.cancel()
@@ -217,6 +220,12 @@ class ExternalWorker:
             self.state = WorkerState.ready if up else WorkerState.restarting
             self.metrics.worker_up.labels(self.name).set(1 if up else 0)
             await asyncio.sleep(self.settings.worker_health_interval_s)
+
+    def mark_unreachable(self) -> None:
+        """A request could not connect: route around it until its health check passes again."""
+        if self.state == WorkerState.ready:
+            self.state = WorkerState.restarting
+            self.metrics.worker_up.labels(self.name).set(0)
 
     async def stop(self) -> None:
         if self._task:

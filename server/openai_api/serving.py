@@ -15,7 +15,8 @@ from adapters.registry.repository import Registry
 from adapters.storage.materialize import AdapterMaterializer
 from server.engine.pool import WorkerPool
 from server.engine.worker_process import WORKER_BASE_NAME
-from server.errors import PeftServeError, WorkerRequestError, WorkerRetiredError, WorkerUnavailableError
+from server.errors import (PeftServeError, WorkerRequestError, WorkerRetiredError, WorkerUnavailableError,
+                           WorkerUnreachableError)
 from server.metrics import GatewayMetrics
 from server.openai_api.model_resolution import Target, resolve_model
 from server.ttl_cache import TtlCache
@@ -26,8 +27,21 @@ from server.ttl_cache import TtlCache
 BASE_VERSION_HEADER = "x-peftserve-base-version"
 
 
+WORKER_HEADER = "x-peftserve-worker"
+
+
+class _WorkerDown(Exception):
+    """The picked worker refused the connection before the request reached it."""
+
+    def __init__(self, slot):
+        self.slot = slot
+
+
 class _AdapterGone(Exception):
     """The worker answered 404 for an adapter we believed resident (it restarted or evicted it)."""
+
+    def __init__(self, slot):
+        self.slot = slot
 
 
 class OpenAIServing:
@@ -52,32 +66,33 @@ class OpenAIServing:
         return target
 
     def _is_served(self, base_ref: str) -> bool:
-        slot = self.pool.slots.get(base_ref)
-        return slot is not None and slot.worker.ready
+        return self.pool.is_ready(base_ref)
 
     async def generate(self, tenant: Tenant, endpoint: str, body: dict):
         started = time.perf_counter()
         try:
             target = await self._resolve(tenant, body["model"])
-            self.pool.ready_slot(target.base_ref)
+            self.pool.check_served(target.base_ref)
         except WorkerRetiredError:
             # Resolved (maybe cached) before a migration moved the model off a retired worker.
             target = await self._resolve(tenant, body["model"], fresh=True)
         labels = self.metrics.labels(tenant.name, target.adapter_label, target.base_ref)
         self.metrics.requests.labels(**labels, endpoint=endpoint).inc()
         try:
-            for _ in range(2):
+            for _ in range(3):
                 try:
                     return await self._forward(target, endpoint, body, labels, started)
-                except _AdapterGone:
-                    self.pool.ready_slot(target.base_ref).residency.forget(target.lora_name)
-            raise WorkerUnavailableError("the worker lost the adapter twice in a row; retry shortly")
+                except _AdapterGone as gone:
+                    gone.slot.residency.forget(target.lora_name)
+                except _WorkerDown as down:  # nothing reached it: another worker of the version may serve
+                    down.slot.worker.mark_unreachable()
+            raise WorkerUnavailableError("the workers of this model failed this request three times; retry shortly")
         except PeftServeError as e:
             self.metrics.errors.labels(**labels, code=e.code).inc()
             raise
 
     async def _forward(self, target: Target, endpoint: str, body: dict, labels: dict, started: float):
-        slot = self.pool.ready_slot(target.base_ref)
+        slot = self.pool.pick(target.base_ref, target.lora_name)
         worker_body = dict(body, model=target.lora_name or WORKER_BASE_NAME)
         stream = bool(body.get("stream"))
         client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -86,13 +101,13 @@ class OpenAIServing:
 
         stack = AsyncExitStack()
         stack.enter_context(slot.request())  # before any await: a retiring worker waits for it
-        headers = {BASE_VERSION_HEADER: target.base_ref}
+        headers = {BASE_VERSION_HEADER: target.base_ref, WORKER_HEADER: slot.name}
         try:
             if target.adapter is not None:
                 await stack.enter_async_context(slot.residency.use(target.lora_name, self._adapter_path(target)))
             if not stream:
                 resp = await slot.worker.client.post(endpoint, worker_body)
-                self._raise_for_worker_error(resp.status_code, resp.text, target)
+                self._raise_for_worker_error(resp.status_code, resp.text, target, slot)
                 data = resp.json()
                 data["model"] = target.public_name
                 self._count_usage(data.get("usage"), labels)
@@ -101,7 +116,11 @@ class OpenAIServing:
                 return JSONResponse(data, headers=headers)
             resp = await stack.enter_async_context(slot.worker.client.stream(endpoint, worker_body))
             if resp.status_code != 200:
-                self._raise_for_worker_error(resp.status_code, (await resp.aread()).decode(errors="replace"), target)
+                self._raise_for_worker_error(resp.status_code, (await resp.aread()).decode(errors="replace"), target,
+                                             slot)
+        except WorkerUnreachableError:
+            await stack.aclose()
+            raise _WorkerDown(slot) from None
         except BaseException:
             await stack.aclose()
             raise
@@ -159,11 +178,11 @@ class OpenAIServing:
             self.metrics.latency.labels(**labels).observe(time.perf_counter() - started)
             await stack.aclose()
 
-    def _raise_for_worker_error(self, status: int, text: str, target: Target) -> None:
+    def _raise_for_worker_error(self, status: int, text: str, target: Target, slot) -> None:
         if status == 200:
             return
         if status == 404 and target.adapter is not None:
-            raise _AdapterGone()
+            raise _AdapterGone(slot)
         message, param = _worker_error(text)
         if target.lora_name:  # never leak internal adapter names
             message = message.replace(target.lora_name, target.public_name)

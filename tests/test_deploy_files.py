@@ -1,0 +1,107 @@
+"""Static checks of the deployment files (no Docker engine or Kubernetes cluster runs here, so
+they were never started by these tests): docker-compose.yml against the Compose
+specification's schema, the Kubernetes manifests against Kubernetes' own schemas, and both
+against the code: every PEFTSERVE_ variable they set is a real setting, every worker or
+scrape target is a service, every metric on the Grafana dashboard exists."""
+
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from server.metrics import GatewayMetrics
+from server.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_SCHEMA = ROOT / ".cache" / "compose-spec" / "compose-spec.json"
+SETTINGS_VARS = {f"PEFTSERVE_{name.upper()}" for name in Settings.model_fields}
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def kubernetes_documents() -> list[dict]:
+    folder = ROOT / "deploy" / "kubernetes"
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    return [doc for name in kustomization["resources"] for doc in yaml.safe_load_all((folder / name).read_text())
+            if doc]
+
+
+def test_compose_file_follows_the_compose_specification():
+    assert COMPOSE_SCHEMA.is_file(), "run `make test`: deploy/install-test-services.sh fetches the schema"
+    validator = jsonschema.Draft201909Validator(json.loads(COMPOSE_SCHEMA.read_text()))
+    validator.validate(compose())
+    with pytest.raises(jsonschema.ValidationError):  # the check does catch mistakes
+        validator.validate({**compose(), "services": {"x": {"image": 3}}})
+
+
+def test_compose_services_reference_each_other_and_real_settings():
+    spec = compose()
+    services = spec["services"]
+    hosts = set(services) | {alias for s in services.values()
+                             for net in (s.get("networks") or {}).values() for alias in (net or {}).get("aliases", [])}
+    env = services["gateway-a"]["environment"]
+    for name in ("gateway-a", "gateway-b", "base-import"):
+        used = {k for k in services[name]["environment"] if k.startswith("PEFTSERVE_")}
+        assert used <= SETTINGS_VARS, used - SETTINGS_VARS
+    urls = [u for group in json.loads(env["PEFTSERVE_WORKER_URLS"]).values() for u in group]
+    for profile in ("cpu", "gpu"):  # each profile brings workers under the names the gateways use
+        in_profile = {alias for n, s in services.items() if profile in s.get("profiles", [])
+                      for alias in [n, *[a for net in (s.get("networks") or {}).values() for a in net["aliases"]]]}
+        assert {re.match(r"http://([^:]+):", u)[1] for u in urls} <= in_profile
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    targets = {t.split(":")[0] for job in prometheus["scrape_configs"] for c in job["static_configs"]
+               for t in c["targets"]}
+    assert targets <= hosts
+    assert "postgresql+psycopg://" in env["PEFTSERVE_DATABASE_URL"] and env["PEFTSERVE_BLOB_STORE"] == "s3"
+
+
+def test_grafana_dashboard_shows_only_metrics_the_gateway_exports():
+    registry = GatewayMetrics(10).registry
+    assert isinstance(registry, CollectorRegistry)
+    exported = {sample_name for metric in registry.collect() for sample_name in
+                {metric.name, f"{metric.name}_total", f"{metric.name}_bucket", f"{metric.name}_count",
+                 f"{metric.name}_sum"}}
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "peftserve.json").read_text())
+    used = {m for panel in dashboard["panels"] for target in panel["targets"]
+            for m in re.findall(r"peftserve_[a-z_]+", target["expr"])}
+    assert used and used <= exported, used - exported
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in ("requests", "latency", "tokens", "adapter", "resident", "migration"):
+        assert topic in titles
+
+
+def test_kubernetes_manifests_validate_against_kubernetes_schemas():
+    documents = kubernetes_documents()
+    kinds = {d["kind"] for d in documents}
+    assert {"Deployment", "StatefulSet", "HorizontalPodAutoscaler", "Secret", "ConfigMap", "ServiceMonitor"} <= kinds
+    version = kubernetes_validate.latest_version()
+    for doc in documents:
+        if doc["kind"] == "ServiceMonitor":  # a CRD: no schema ships with Kubernetes; check its shape
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1" and doc["spec"]["endpoints"][0]["path"] == "/metrics"
+            continue
+        kubernetes_validate.validate(doc, version, strict=True)
+    with pytest.raises(kubernetes_validate.ValidationError):  # the check does catch mistakes
+        kubernetes_validate.validate({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"},
+                                      "spec": {"ports": [{"port": "eighty"}]}}, version, strict=True)
+
+
+def test_kubernetes_gateway_probes_settings_and_gpu_workers():
+    documents = {d["kind"]: d for d in kubernetes_documents()}
+    gateway = documents["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/ready"
+    worker = documents["StatefulSet"]["spec"]["template"]["spec"]["containers"][0]
+    assert worker["resources"]["requests"]["nvidia.com/gpu"] == "1"
+    config = {**documents["ConfigMap"]["data"], **documents["Secret"]["stringData"]}
+    used = {k for k in config if k.startswith("PEFTSERVE_")}
+    assert used <= SETTINGS_VARS, used - SETTINGS_VARS
+    Settings.model_validate({k.removeprefix("PEFTSERVE_").lower(): v for k, v in config.items()
+                             if k in used and k != "PEFTSERVE_WORKER_URLS"})
+    assert documents["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == documents["Deployment"][
+        "metadata"]["name"]
