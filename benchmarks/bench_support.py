@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -14,6 +15,28 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "bench"
+
+ADMIN_KEY = "psa-bench"
+PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+
+
+def start_process(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True, cwd=ROOT)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def register(admin: httpx.Client, name: str, folder: Path) -> None:
+    files = [("file", (name, (folder / name).read_bytes()))
+             for name in ("adapter_config.json", "adapter_model.safetensors")]
+    admin.post("/admin/tenants/bench/adapters", data={"name": name}, files=files).raise_for_status()
 
 
 def demo_base_dir(data_dir: Path) -> Path:
@@ -126,3 +149,11 @@ def wait_http(url: str, path: str, timeout_s: float = 600) -> None:
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def metric_sum(url: str, name: str) -> float:
+    """Sum of one metric over all its labels, from a gateway's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples if s.name == name)

@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,26 +22,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_support import (CACHE, ROOT, LoadResult, demo_base_dir, make_adapters, median, run_load,
-                                      stream_one, wait_http)
+from benchmarks.bench_support import (ADMIN_KEY, CACHE, PROMPT, ROOT, LoadResult, demo_base_dir, make_adapters,
+                                      median, register, run_load, start_process, stop_process, stream_one,
+                                      wait_http)
 from server.engine.worker_process import CPU_WORKER_ENV
-
-ADMIN_KEY = "psa-bench"
-PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
-
-
-def start_process(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd=ROOT)
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-
 
 def measure_plain_worker(base_dir: Path, args, run_dir: Path) -> LoadResult:
     port = 8790
@@ -58,12 +41,6 @@ def measure_plain_worker(base_dir: Path, args, run_dir: Path) -> LoadResult:
                                     concurrency=args.concurrency, max_tokens=args.max_tokens, prompt=PROMPT))
     finally:
         stop_process(proc)
-
-
-def register(admin: httpx.Client, name: str, folder: Path) -> None:
-    files = [("file", (name, (folder / name).read_bytes()))
-             for name in ("adapter_config.json", "adapter_model.safetensors")]
-    admin.post("/admin/tenants/bench/adapters", data={"name": name}, files=files).raise_for_status()
 
 
 async def first_token_s(url: str, model: str, key: str | None) -> float:
