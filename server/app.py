@@ -115,7 +115,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.adapters.live_check.schedule_pending()  # checks a crash or restart interrupted
         await services.fine_tuning_runner.start()
         await services.migration_runner.start()
+        reconciling = asyncio.create_task(services.served.keep_reconciled(settings.reconcile_interval_s))
         yield
+        reconciling.cancel()
         await services.migration_runner.stop()
         await services.fine_tuning_runner.stop()
         await services.adapters.live_check.stop()

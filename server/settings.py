@@ -150,6 +150,10 @@ class Settings(BaseSettings):
     live_check_timeout_s: float = 120.0
     """How long an upload waits for the live check before answering 202 and finishing it later."""
 
+    reconcile_interval_s: float = Field(default=15.0, gt=0)
+    """How often a gateway re-reads which base versions are served (other gateways may have
+    migrated adapters or imported versions) to start and retire its workers."""
+
     job_lease_s: float = Field(default=30.0, gt=0)
     """A gateway running a background job (training, migration) renews its claim this often x3;
     a job whose gateway stopped renewing is taken over (by any gateway) after this long."""

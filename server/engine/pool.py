@@ -99,6 +99,13 @@ class WorkerPool:
         self._groups[ref] = group
         return group
 
+    async def ensure_ready(self, base: BaseVersion, timeout_s: float) -> None:
+        """Serve ``base`` if not yet, and wait up to ``timeout_s`` for one of its workers."""
+        self.ensure(base)
+        deadline = time.monotonic() + timeout_s
+        while not self.is_ready(base.ref) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
     def group(self, ref: str) -> list[WorkerSlot]:
         return list(self._groups.get(ref, ()))
 

@@ -2,12 +2,14 @@
 of every base, plus any older one an adapter is still mapped to."""
 
 import asyncio
-import time
+import logging
 
 from adapters.registry.models import BaseVersion
 from adapters.registry.repository import Registry
 from server.engine.pool import WorkerPool
 from server.errors import WorkerUnavailableError
+
+log = logging.getLogger(__name__)
 
 
 class ServedVersions:
@@ -19,13 +21,19 @@ class ServedVersions:
 
     async def ready(self, base: BaseVersion) -> None:
         """Wait until ``base`` has a ready worker (started if needed): before anything is mapped onto it."""
-        self.pool.ensure(base)
-        deadline = time.monotonic() + self.startup_timeout_s
-        while not self.pool.is_ready(base.ref):
-            if time.monotonic() > deadline:
-                raise WorkerUnavailableError(f"no worker for {base.ref} became ready within "
-                                             f"{self.startup_timeout_s:.0f}s; nothing was changed")
-            await asyncio.sleep(0.2)
+        await self.pool.ensure_ready(base, self.startup_timeout_s)
+        if not self.pool.is_ready(base.ref):
+            raise WorkerUnavailableError(f"no worker for {base.ref} became ready within "
+                                         f"{self.startup_timeout_s:.0f}s; nothing was changed")
+
+    async def keep_reconciled(self, interval_s: float) -> None:
+        """Follow changes other gateways (or the offline CLI) made: new versions, migrations, deletions."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.reconcile()
+            except Exception:
+                log.exception("reconciling the workers with the registry failed; retrying")
 
     async def reconcile(self) -> list[str]:
         """Start what is served and retire what no longer is; returns the retired versions.

@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from adapters.registry.models import Adapter, Tenant
+from adapters.registry.models import Adapter, BaseVersion, Tenant
 from adapters.registry.repository import Registry, split_ref
 from server.errors import InvalidRequestError, ModelNotFoundError
 
@@ -11,8 +11,12 @@ from server.errors import InvalidRequestError, ModelNotFoundError
 @dataclass(frozen=True)
 class Target:
     public_name: str  # what the caller asked for, echoed back in responses
-    base_ref: str  # "<base>@<version>": picks the worker
+    base: BaseVersion  # picks the workers
     adapter: Adapter | None  # None = the bare base model
+
+    @property
+    def base_ref(self) -> str:
+        return self.base.ref
 
     @property
     def lora_name(self) -> str | None:
@@ -36,14 +40,14 @@ def resolve_model(registry: Registry, tenant: Tenant, model: str,
         versions = registry.versions_of(name)
         if versions:
             base = next((v for v in versions if is_served(v.ref)), versions[0])
-            return Target(model, base.ref, None)
+            return Target(model, base, None)
     elif (base := registry.find_base_version(name, version)) is not None:
-        return Target(model, base.ref, None)
+        return Target(model, base, None)
     adapter = registry.resolve_adapter(tenant.id, name, version)
     if adapter is None:
         # Another tenant's adapter answers exactly like a missing one.
         raise model_not_found(model)
-    return Target(model, adapter.base_version.ref, adapter)
+    return Target(model, adapter.base_version, adapter)
 
 
 def model_not_found(model: str) -> ModelNotFoundError:

@@ -28,6 +28,8 @@ BASE_VERSION_HEADER = "x-peftserve-base-version"
 
 
 WORKER_HEADER = "x-peftserve-worker"
+# A request for a version this gateway starts serving on the spot waits this long for a worker.
+NEW_VERSION_WAIT_S = 10.0
 
 
 class _WorkerDown(Exception):
@@ -74,8 +76,10 @@ class OpenAIServing:
             target = await self._resolve(tenant, body["model"])
             self.pool.check_served(target.base_ref)
         except WorkerRetiredError:
-            # Resolved (maybe cached) before a migration moved the model off a retired worker.
+            # Resolved (maybe cached) before a migration moved the model off a retired worker; or
+            # another gateway moved it to a version this one does not serve yet.
             target = await self._resolve(tenant, body["model"], fresh=True)
+            await self.pool.ensure_ready(target.base, NEW_VERSION_WAIT_S)
         labels = self.metrics.labels(tenant.name, target.adapter_label, target.base_ref)
         self.metrics.requests.labels(**labels, endpoint=endpoint).inc()
         try:
