@@ -16,5 +16,10 @@ serve: install
 	$(VENV)/bin/peftserve base import --demo --if-missing
 	$(VENV)/bin/peftserve serve
 
+# The API-level tests run a second time with every gateway's registry on PostgreSQL.
+POSTGRES_API_TESTS ?= tests/test_serving.py tests/test_uploads.py tests/test_adapter_validation.py \
+	tests/test_fine_tuning_api.py tests/test_migration.py
+
 test: install test-services
 	$(VENV)/bin/python -m pytest -q -rs $(PYTEST_ARGS)
+	PEFTSERVE_TEST_DATABASE=postgresql $(VENV)/bin/python -m pytest -q -rs $(POSTGRES_API_TESTS)

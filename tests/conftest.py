@@ -61,11 +61,9 @@ def gateway(tmp_path_factory, tiny_base_dir):
 @pytest.fixture(scope="session")
 def postgres():
     """A private PostgreSQL server (its own cluster) for the whole session."""
-    from tests.postgres_server import PostgresServer
+    from tests.postgres_server import shared_postgres
 
-    server = PostgresServer().start()
-    yield server
-    server.stop()
+    return shared_postgres()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

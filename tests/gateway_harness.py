@@ -1,5 +1,6 @@
 """Run a real gateway (with its real vLLM worker) in a background thread for the test session."""
 
+import os
 import socket
 import threading
 import time
@@ -96,6 +97,17 @@ def start_gateway(settings: Settings) -> Gateway:
     return gateway
 
 
+def fresh_database_url(data_dir: Path) -> str:
+    """A fresh registry database for one gateway: SQLite in ``data_dir``, or with
+    PEFTSERVE_TEST_DATABASE=postgresql a new database on the session's PostgreSQL server."""
+    if os.environ.get("PEFTSERVE_TEST_DATABASE", "sqlite") == "postgresql":
+        from tests.postgres_server import shared_postgres
+
+        return shared_postgres().new_database()
+    return f"sqlite:///{data_dir / 'registry.db'}"
+
+
+
 def gateway_settings(data_dir: Path, **overrides) -> Settings:
     values = dict(
         data_dir=data_dir, port=free_port(), worker_port_start=free_port(), admin_key=ADMIN_KEY,
@@ -105,5 +117,7 @@ def gateway_settings(data_dir: Path, **overrides) -> Settings:
         worker_health_interval_s=0.5, worker_restart_backoff_max_s=2.0,
         max_upload_bytes=8 * 1024 * 1024, tenant_max_adapters=20, job_lease_s=JOB_LEASE_S,
     )
+    if "database_url" not in overrides:  # a registry the CLI made in data_dir is SQLite: pass None
+        values["database_url"] = fresh_database_url(data_dir)
     values.update(overrides)
     return Settings(**values)

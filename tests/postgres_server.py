@@ -1,6 +1,7 @@
 """A private PostgreSQL server for the test session: its own cluster in a temp folder, on a free
 loopback port, trust auth, fsync off; started and stopped by the tests (never a system service)."""
 
+import atexit
 import glob
 import os
 import shutil
@@ -55,3 +56,15 @@ class PostgresServer:
     def stop(self) -> None:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+_shared: PostgresServer | None = None
+
+
+def shared_postgres() -> PostgresServer:
+    """The session's one PostgreSQL server, started on first use and stopped at exit."""
+    global _shared
+    if _shared is None:
+        _shared = PostgresServer().start()
+        atexit.register(_shared.stop)
+    return _shared

@@ -14,7 +14,7 @@ import httpx
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
 from adapters.registry.repository import Registry
 from migration.base_versions.importer import import_base
-from tests.gateway_harness import ADMIN_KEY, JOB_LEASE_S, free_port, wait_until_ready
+from tests.gateway_harness import ADMIN_KEY, JOB_LEASE_S, free_port, fresh_database_url, wait_until_ready
 
 
 @dataclass
@@ -48,12 +48,13 @@ class SecondGateway:
 def second_gateway(gateway, tiny_base_dir: Path, data_dir: Path, worker_url: str | None = None) -> SecondGateway:
     """Import the tiny base into ``data_dir`` and start a gateway process on it, in front of the
     session's worker (or of ``worker_url``)."""
-    engine = make_engine(f"sqlite:///{data_dir / 'registry.db'}")
+    database_url = fresh_database_url(data_dir)
+    engine = make_engine(database_url)
     upgrade_schema(engine)
     import_base(Registry(make_session_factory(engine)), data_dir / "bases", name="tiny", source=tiny_base_dir)
     engine.dispose()
     port = free_port()
-    env = {"PEFTSERVE_DATA_DIR": str(data_dir), "PEFTSERVE_PORT": str(port), "PEFTSERVE_ADMIN_KEY": ADMIN_KEY,
+    env = {"PEFTSERVE_DATA_DIR": str(data_dir), "PEFTSERVE_DATABASE_URL": database_url, "PEFTSERVE_PORT": str(port), "PEFTSERVE_ADMIN_KEY": ADMIN_KEY,
            "PEFTSERVE_JOB_LEASE_S": str(JOB_LEASE_S), "PEFTSERVE_WORKER_URLS": json.dumps({"tiny@1": worker_url or gateway.worker()["url"]})}
     second = SecondGateway(env, f"http://127.0.0.1:{port}", data_dir)
     second.start()

@@ -59,7 +59,8 @@ def test_compatibility_report_shows_ffn_moved_more_than_attention(two_versions):
 
 def test_compatibility_report_over_the_admin_api(two_versions):
     root, _ = two_versions
-    client = TestClient(create_app(gateway_settings(root / "data")))  # no lifespan: no workers started
+    # The CLI's registry in data/ (SQLite); no lifespan: no workers started.
+    client = TestClient(create_app(gateway_settings(root / "data", database_url=None)))
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     params = {"from_version": 1, "to_version": 2}
     report = client.get("/admin/bases/tiny/compatibility", params=params, headers=headers).json()
@@ -97,7 +98,7 @@ def test_a_different_architecture_is_refused_with_what_differs(two_versions, tmp
 def test_import_over_the_admin_api_starts_serving_the_new_version(two_versions, tmp_path):
     root, _ = two_versions
     dead = "http://127.0.0.1:9"  # stand-in worker addresses: this test starts no engine
-    settings = gateway_settings(root / "data", worker_urls={"tiny@2": dead, "tiny@3": dead})
+    settings = gateway_settings(root / "data", database_url=None, worker_urls={"tiny@2": dead, "tiny@3": dead})
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     with TestClient(create_app(settings)) as client:
         missing = client.post("/admin/bases", json={"name": "tiny", "source": str(tmp_path / "nope")}, headers=headers)

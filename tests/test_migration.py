@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from migration.validation_gate.gate import GateEvidence, GateThresholds, decide
-from tests.gateway_harness import ADMIN_KEY, JOB_LEASE_S, free_port, gateway_settings, start_gateway
+from tests.gateway_harness import (ADMIN_KEY, JOB_LEASE_S, free_port, gateway_settings, start_gateway,
+                                   fresh_database_url)
 from tests.metrics_reading import metric_sum
 from tests.second_gateway import SecondGateway
 from tests.test_cli import run_cli
@@ -33,9 +34,9 @@ def v2_dir(tmp_path_factory, tiny_base_dir):
 def upgrade(gateway, tiny_base_dir, v2_dir, tmp_path_factory):
     """A gateway on tiny@1 (the session's worker) and tiny@2 (a worker it starts itself)."""
     data = tmp_path_factory.mktemp("upgrade-data")
-    import_two_versions(data, tiny_base_dir, v2_dir)
     settings = gateway_settings(data, worker_urls={"tiny@1": gateway.worker()["url"]},
                                 migration_eval_max_tokens=EVAL_TOKENS)
+    import_two_versions(settings.database_url, data, tiny_base_dir, v2_dir)
     gw = start_gateway(settings)
     yield gw
     gw.stop()
@@ -279,9 +280,10 @@ def test_a_job_killed_midway_resumes_to_the_same_result(upgrade, gateway, tiny_b
     urls = {w["base_version"]: w["url"] for w in upgrade.admin().get("/admin/workers").json()}
     data = tmp_path / "killed"
     data.mkdir()
-    import_two_versions(data, tiny_base_dir, v2_dir)
+    database_url = fresh_database_url(data)
+    import_two_versions(database_url, data, tiny_base_dir, v2_dir)
     port = free_port()
-    env = {"PEFTSERVE_DATA_DIR": str(data), "PEFTSERVE_PORT": str(port), "PEFTSERVE_ADMIN_KEY": ADMIN_KEY,
+    env = {"PEFTSERVE_DATA_DIR": str(data), "PEFTSERVE_DATABASE_URL": database_url, "PEFTSERVE_PORT": str(port), "PEFTSERVE_ADMIN_KEY": ADMIN_KEY,
            "PEFTSERVE_WORKER_URLS": json.dumps({"tiny@1": gateway.worker()["url"], "tiny@2": urls["tiny@2"]}),
            "PEFTSERVE_MIGRATION_EVAL_MAX_TOKENS": str(EVAL_TOKENS), "PEFTSERVE_JOB_LEASE_S": str(JOB_LEASE_S)}
     server = SecondGateway(env, f"http://127.0.0.1:{port}", data)
@@ -325,8 +327,9 @@ def test_an_adapter_the_new_worker_refuses_is_incompatible_and_stays(gateway, ti
     url, stand_in = refusing_worker()  # a tiny@2 worker that refuses every adapter
     data = tmp_path / "data"
     data.mkdir()
-    import_two_versions(data, tiny_base_dir, v2_dir)
-    gw = start_gateway(gateway_settings(data, worker_urls={"tiny@1": gateway.worker()["url"], "tiny@2": url}))
+    settings = gateway_settings(data, worker_urls={"tiny@1": gateway.worker()["url"], "tiny@2": url})
+    import_two_versions(settings.database_url, data, tiny_base_dir, v2_dir)
+    gw = start_gateway(settings)
     try:
         api = admin_api(gw)
         key = api.tenant("strict")

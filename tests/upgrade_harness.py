@@ -30,8 +30,8 @@ GAIN_KEPT_ONLY = {"min_retention": 0.0, "min_gain_kept": 0.5, "max_negative_flip
 EVERYTHING_PASSES = {**GAIN_KEPT_ONLY, "min_gain_kept": 0.0}
 
 
-def import_two_versions(data_dir: Path, v1: Path, v2: Path) -> None:
-    engine = make_engine(f"sqlite:///{data_dir / 'registry.db'}")
+def import_two_versions(database_url: str, data_dir: Path, v1: Path, v2: Path) -> None:
+    engine = make_engine(database_url)
     upgrade_schema(engine)
     registry = Registry(make_session_factory(engine))
     import_base(registry, data_dir / "bases", name="tiny", source=v1)

@@ -135,13 +135,15 @@ class Registry(Repository):
                                   .order_by(BaseVersion.base_model_id, BaseVersion.version)))
 
     def served_base_versions(self) -> list[BaseVersion]:
-        """The latest version of every base, plus any older version a ready adapter still uses."""
+        """The latest version of every base, plus any older version an adapter is mapped to
+        (ready, or still waiting for its live check there)."""
         versions = self.list_base_versions()
         latest = {}
         for v in versions:
             latest[v.base_model_id] = v
+        live = (AdapterStatus.ready, AdapterStatus.received, AdapterStatus.validating)
         with self.session() as s:
-            in_use = set(s.scalars(select(Adapter.base_version_id).where(Adapter.status == AdapterStatus.ready)))
+            in_use = set(s.scalars(select(Adapter.base_version_id).where(Adapter.status.in_(live))))
         return [v for v in versions if v is latest[v.base_model_id] or v.id in in_use]
 
     # --- adapters ---------------------------------------------------------------------

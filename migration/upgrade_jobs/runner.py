@@ -122,12 +122,11 @@ class MigrationRunner:
             log.exception("migration %s crashed", job.id)
             await self._finish(job, status=MigrationStatus.failed,
                                error={"code": "internal_error", "message": f"{type(e).__name__}: {e}"})
-        finally:
-            self._on_change()
-            try:
-                await self.served.reconcile()
-            except Exception:  # never mask the job's own outcome
-                log.exception("retiring unused workers after migration %s failed", job.id)
+        self._on_change()
+        try:  # retire the old version's workers if nothing maps to them any more
+            await self.served.reconcile()
+        except Exception:  # never mask the job's own outcome
+            log.exception("retiring unused workers after migration %s failed", job.id)
 
     async def _finish(self, job: MigrationJob, **values) -> None:
         await asyncio.to_thread(self.leases.finish, job.id, self.owner, finished_at=utcnow(), **values)

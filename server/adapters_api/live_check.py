@@ -49,8 +49,9 @@ class LiveCheck:
             async def path() -> str:
                 return str(await asyncio.to_thread(self.materializer.folder_for, adapter))
 
-            async with slot.residency.use(adapter.lora_name, path):
-                resp = await slot.worker.client.post("/v1/completions", {"model": adapter.lora_name, **PROBE})
+            with slot.request():
+                async with slot.residency.use(adapter.lora_name, path):
+                    resp = await slot.worker.client.post("/v1/completions", {"model": adapter.lora_name, **PROBE})
             if resp.status_code != 200 or not resp.json()["usage"]["completion_tokens"]:
                 raise WorkerLoraError(f"generation failed: {resp.status_code} {resp.text[:300]}")
         except WorkerLoraError as e:
