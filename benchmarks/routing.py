@@ -7,8 +7,8 @@ test and empties both workers' adapter caches first; rounds alternate between th
 machine drift hits both alike. Hit rate = share of requests whose adapter was already resident
 on the worker that served it (1 - adapter loads / requests, from the gateway's metrics).
 
-    .venv/bin/python -m benchmarks.routing            # prints a table, writes benchmarks/results/routing.json
-    .venv/bin/python -m benchmarks.routing --quick    # a smoke run
+    .venv/bin/python benchmarks/routing.py            # prints a table, writes benchmarks/results/routing.json
+    .venv/bin/python benchmarks/routing.py --quick    # a smoke run
 """
 
 import argparse
@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_support import (ADMIN_KEY, CACHE, PROMPT, ROOT, demo_base_dir, make_adapters, median,
                                       metric_sum, register, run_load, start_process, stop_process,
