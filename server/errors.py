@@ -78,8 +78,12 @@ class WorkerRetiredError(WorkerUnavailableError):
 
 
 class WorkerUnreachableError(WorkerUnavailableError):
-    """A worker refused the connection: the request never reached it, so another worker of the
-    same base version may take it."""
+    """A worker refused the connection, or dropped it before answering: the request may be
+    sent again (to another worker of the same base version when ``refused``)."""
+
+    def __init__(self, message: str, *, refused: bool):
+        super().__init__(message)
+        self.refused = refused
 
 
 class WorkerRequestError(PeftServeError):

@@ -55,15 +55,23 @@ class WorkerClient:
         try:
             async with self._http.stream("POST", path, json=body) as resp:
                 yield resp
-        except httpx.ConnectError as e:
-            raise WorkerUnreachableError(f"worker {self.name} refused the connection") from e
+        except (httpx.ConnectError, httpx.RemoteProtocolError) as e:
+            raise _unreachable(self.name, e) from e
         except TRANSPORT_ERRORS as e:
             raise WorkerUnavailableError(f"worker for this model is unavailable ({type(e).__name__}); retry shortly") from e
 
     async def _call(self, method: str, path: str, body: dict | None = None) -> httpx.Response:
         try:
             return await self._http.request(method, path, json=body)
-        except httpx.ConnectError as e:
-            raise WorkerUnreachableError(f"worker {self.name} refused the connection") from e
+        except (httpx.ConnectError, httpx.RemoteProtocolError) as e:
+            raise _unreachable(self.name, e) from e
         except TRANSPORT_ERRORS as e:
             raise WorkerUnavailableError(f"worker for this model is unavailable ({type(e).__name__}); retry shortly") from e
+
+
+def _unreachable(name: str, e: Exception) -> WorkerUnreachableError:
+    """Refused, or a kept-alive connection the worker closed (it went away, or timed the idle
+    connection out): either way no answer came, so the request can be sent again."""
+    refused = isinstance(e, httpx.ConnectError)
+    what = "refused the connection" if refused else "closed the connection without answering"
+    return WorkerUnreachableError(f"worker {name} {what}", refused=refused)

@@ -33,10 +33,11 @@ NEW_VERSION_WAIT_S = 10.0
 
 
 class _WorkerDown(Exception):
-    """The picked worker refused the connection before the request reached it."""
+    """The picked worker gave no answer (refused or dropped the connection) before any byte was relayed."""
 
-    def __init__(self, slot):
+    def __init__(self, slot, refused: bool):
         self.slot = slot
+        self.refused = refused
 
 
 class _AdapterGone(Exception):
@@ -88,8 +89,9 @@ class OpenAIServing:
                     return await self._forward(target, endpoint, body, labels, started)
                 except _AdapterGone as gone:
                     gone.slot.residency.forget(target.lora_name)
-                except _WorkerDown as down:  # nothing reached it: another worker of the version may serve
-                    down.slot.worker.mark_unreachable()
+                except _WorkerDown as down:  # no answer came: send it again (elsewhere if refused)
+                    if down.refused:
+                        down.slot.worker.mark_unreachable()
             raise WorkerUnavailableError("the workers of this model failed this request three times; retry shortly")
         except PeftServeError as e:
             self.metrics.errors.labels(**labels, code=e.code).inc()
@@ -122,9 +124,9 @@ class OpenAIServing:
             if resp.status_code != 200:
                 self._raise_for_worker_error(resp.status_code, (await resp.aread()).decode(errors="replace"), target,
                                              slot)
-        except WorkerUnreachableError:
+        except WorkerUnreachableError as e:
             await stack.aclose()
-            raise _WorkerDown(slot) from None
+            raise _WorkerDown(slot, e.refused) from None
         except BaseException:
             await stack.aclose()
             raise
