@@ -316,6 +316,8 @@ def test_a_job_killed_midway_resumes_to_the_same_result(upgrade, gateway, tiny_b
             assert api.workers() == {"tiny@2"}
             resp = c.post("/v1/completions", json={"model": "r0", "prompt": "Hi", "max_tokens": 2})
             assert resp.status_code == 200 and resp.headers[VERSION_HEADER] == "tiny@2"
+            retired = c.post("/v1/completions", json={"model": "tiny@1", "prompt": "Hi", "max_tokens": 2})
+            assert retired.status_code == 503 and "not served now" in retired.json()["error"]["message"]
     finally:
         server.stop()
 

@@ -80,6 +80,9 @@ class OpenAIServing:
             # Resolved (maybe cached) before a migration moved the model off a retired worker; or
             # another gateway moved it to a version this one does not serve yet.
             target = await self._resolve(tenant, body["model"], fresh=True)
+            if target.adapter is None and not self.pool.group(target.base_ref):
+                raise WorkerUnavailableError(f"base model {target.base_ref} is not served now (no adapter uses it); "
+                                             f"`{target.base.base_model.name}` names the newest version")
             await self.pool.ensure_ready(target.base, NEW_VERSION_WAIT_S)
         labels = self.metrics.labels(tenant.name, target.adapter_label, target.base_ref)
         self.metrics.requests.labels(**labels, endpoint=endpoint).inc()
