@@ -7,6 +7,9 @@ lock makes a second claimer re-check the condition and lose; SQLite serialises w
 runner renews its lease while it works and stops at once if a renewal finds it lost the job.
 """
 
+import asyncio
+import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +17,8 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from adapters.registry.models import utcnow
+
+log = logging.getLogger(__name__)
 
 
 class JobLeases:
@@ -59,3 +64,20 @@ class JobLeases:
             done = s.execute(update(m).where(m.id == job_id, m.claimed_by == owner)
                              .values(lease_expires_at=None, **values))
             return done.rowcount == 1
+
+    async def hold(self, job_id: str, owner: str, lease_s: float, work: asyncio.Task,
+                   on_lost: Callable[[], None]) -> None:
+        """Renew our lease until ``work`` is done; ``on_lost`` (once) if another gateway took the
+        job. If we are cancelled (shutting down), ``work`` is cancelled too: the job keeps its
+        state and is resumed by whoever claims it next."""
+        lost = False
+        try:
+            while not work.done():
+                await asyncio.wait({work}, timeout=lease_s / 3)
+                if not work.done() and not lost and not await asyncio.to_thread(self.renew, job_id, owner, lease_s):
+                    log.warning("job %s: lease lost to another gateway; stopping here", job_id)
+                    lost = True
+                    on_lost()
+        except asyncio.CancelledError:
+            work.cancel()
+            raise

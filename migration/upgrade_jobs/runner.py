@@ -84,16 +84,7 @@ class MigrationRunner:
 
     async def _run_holding_lease(self, job: MigrationJob) -> None:
         work = asyncio.create_task(self._run(job), name=f"migration {job.id}")
-        try:
-            while not work.done():
-                await asyncio.wait({work}, timeout=self.lease_s / 3)
-                if not work.done() and not await asyncio.to_thread(self.leases.renew, job.id, self.owner,
-                                                                   self.lease_s):
-                    log.warning("migration %s: lease lost to another gateway; stopping here", job.id)
-                    work.cancel()
-        except asyncio.CancelledError:  # shutting down: the job keeps its state and is resumed later
-            work.cancel()
-            raise
+        await self.leases.hold(job.id, self.owner, self.lease_s, work, on_lost=work.cancel)
         try:
             await work
         except asyncio.CancelledError:

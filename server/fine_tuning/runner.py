@@ -87,16 +87,7 @@ class FineTuningRunner:
     async def _run_holding_lease(self, job: FineTuningJob) -> None:
         lost = threading.Event()  # set when another gateway took the job: stop, write nothing
         work = asyncio.create_task(self._run(job, lost))
-        try:
-            while not work.done():
-                await asyncio.wait({work}, timeout=self.lease_s / 3)
-                if not work.done() and not await asyncio.to_thread(self.leases.renew, job.id, self.owner,
-                                                                   self.lease_s):
-                    log.warning("fine-tuning job %s: lease lost to another gateway; stopping here", job.id)
-                    lost.set()
-        except asyncio.CancelledError:  # shutting down: the job is resumed by whoever claims it next
-            work.cancel()
-            raise
+        await self.leases.hold(job.id, self.owner, self.lease_s, work, on_lost=lost.set)
         await work
 
     async def _run(self, job: FineTuningJob, lost: threading.Event) -> None:
