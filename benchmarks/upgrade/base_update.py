@@ -3,7 +3,9 @@ library source (a real corpus every Python installation carries, offline). It is
 stand-in because vendor updates are exactly this: more next-token training on new text,
 same architecture; here on code, so held-out loss on unseen stdlib files says whether the
 update made a better model. ``params="ffn"`` trains only the FFN sub-layers (the paper's
-premise: continual training moves the FFN most); ``"all"`` trains every weight."""
+premise: continual training moves the FFN most); ``"all"`` trains every weight. The learning
+rate warms up over the first 10% of steps and then decays (cosine), as continual pre-training
+runs do; without the warm-up a 1e-3 step on a trained model damages it at once."""
 
 import hashlib
 import json
@@ -16,15 +18,30 @@ from pathlib import Path
 
 import torch
 
+HELD_OUT_SEQ_LEN = 256
+
 
 @dataclass(frozen=True)
 class UpdateConfig:
     params: str = "ffn"  # "ffn" or "all"
     learning_rate: float = 3e-4
-    steps: int = 60
+    steps: int = 45
     batch_size: int = 4
-    seq_len: int = 256
+    seq_len: int = 128  # Adam's step size does not depend on tokens per step: short chunks move weights as far, cheaper
+    warmup_ratio: float = 0.1
     seed: int = 0
+
+    @classmethod
+    def parse(cls, spec: str) -> "UpdateConfig":
+        """``params:learning_rate:steps``, e.g. ``ffn:1e-3:45``."""
+        params, lr, steps = spec.split(":")
+        if params not in ("ffn", "all"):
+            raise ValueError(f"update {spec!r}: params must be ffn or all")
+        return cls(params=params, learning_rate=float(lr), steps=int(steps))
+
+    @property
+    def label(self) -> str:
+        return f"{self.params} lr {self.learning_rate:g} x{self.steps}"
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
@@ -57,18 +74,20 @@ def updated_base(v1_dir: Path, cache: Path, config: UpdateConfig, log=print) -> 
     info_path = out / "update.json"
     if info_path.is_file():
         return out, json.loads(info_path.read_text())
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
 
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(v1_dir)
     model = AutoModelForCausalLM.from_pretrained(v1_dir, dtype=torch.float32)
-    train, held = stdlib_chunks(tokenizer, config.seq_len)
-    held = held[:48]
+    train, _ = stdlib_chunks(tokenizer, config.seq_len)
+    held = stdlib_chunks(tokenizer, HELD_OUT_SEQ_LEN)[1][:48]  # the same held-out text for every config
     for name, p in model.named_parameters():
         p.requires_grad = config.params == "all" or ".mlp." in name
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
-    before = mean_loss(model, held, config.batch_size)
+    schedule = get_cosine_schedule_with_warmup(optimizer, max(1, int(config.warmup_ratio * config.steps)),
+                                               config.steps)
+    before = mean_loss(model, held, 4)
     rng = random.Random(config.seed)
     started = time.perf_counter()
     model.train()
@@ -78,11 +97,12 @@ def updated_base(v1_dir: Path, cache: Path, config: UpdateConfig, log=print) -> 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
+        schedule.step()
         optimizer.zero_grad()
         if step % 10 == 0:
             log(f"  update step {step}/{config.steps}: loss {loss.item():.3f}")
     seconds = time.perf_counter() - started
-    after = mean_loss(model, held, config.batch_size)
+    after = mean_loss(model, held, 4)
     staging = cache / f".staging-{config.key()}"
     shutil.rmtree(staging, ignore_errors=True)
     model.to(torch.bfloat16).save_pretrained(staging, safe_serialization=True)

@@ -1,23 +1,25 @@
 """Upgrade benchmark: do adapters keep their gains across a base update, with and without Trans-PEFT?
 
-v1 is SmolLM2-135M-Instruct; v2 is v1 continually trained on Python's standard-library source
-(benchmarks/upgrade/base_update.py). For each task (benchmarks/upgrade/tasks.py) and seed, with
-equal rank, steps and learning rate: plain LoRA and Trans-PEFT trained on v1 and scored on v1;
-both moved directly to v2 (the same weights, no training); LoRA re-trained on v2 (the upper
-bound); bare v1 and v2. Next to each moved adapter: the migration gate's decision (the
-product's own measure/decide with its default thresholds) and whether the adapter really kept
-its gain. Then a sweep over Trans-PEFT's p_m and p_c on the first task.
+v1 is SmolLM2-135M-Instruct; each v2 is v1 continually trained on Python's standard-library
+source (benchmarks/upgrade/base_update.py), at several strengths. For each task
+(benchmarks/upgrade/tasks.py) and seed, with equal rank, steps and learning rate: plain LoRA and
+Trans-PEFT trained on v1 and scored on v1; both moved directly to every v2 (the same weights, no
+training); LoRA re-trained on every v2 (the upper bound); bare v1 and every bare v2. Next to each
+moved adapter: the migration gate's decision on a tenant-sized eval set and the same rule on the
+examples the gate did not see. Then a sweep over Trans-PEFT's p_m and p_c (and a longer run) on
+one task, scored on v1 and on every v2.
 
-    .venv/bin/python benchmarks/upgrade/run.py            # sized for a 2-core CPU; faster on a GPU
-    .venv/bin/python benchmarks/upgrade/run.py --quick    # a smoke run
+    .venv/bin/python benchmarks/upgrade/run.py            # the published run: ~1.5 h on a 2-core CPU
+    .venv/bin/python benchmarks/upgrade/run.py --quick    # a smoke run (minutes)
 
-Writes benchmarks/results/upgrade.json and upgrade.png; trained adapters and v2 are cached in
-.cache/bench/upgrade/, so a rerun only evaluates.
+Writes benchmarks/results/upgrade.json (after every task, so a run cut short keeps what it did)
+and upgrade.png; trained adapters and every v2 are cached in .cache/bench/upgrade/, so a rerun
+only evaluates.
 """
 
 import argparse
-import hashlib
 import json
+import math
 import statistics
 import sys
 import time
@@ -29,202 +31,182 @@ import torch  # noqa: E402
 
 from benchmarks.bench_support import CACHE, ROOT, demo_base_dir  # noqa: E402
 from benchmarks.upgrade.base_update import UpdateConfig, updated_base  # noqa: E402
-from benchmarks.upgrade.scoring import accuracy, answer_flags  # noqa: E402
+from benchmarks.upgrade.gate_check import gate_check  # noqa: E402
+from benchmarks.upgrade.report import chart, print_tables  # noqa: E402
+from benchmarks.upgrade.scoring import accuracy, score  # noqa: E402
 from benchmarks.upgrade.tasks import ALL_TASKS, Task  # noqa: E402
+from benchmarks.upgrade.training_cache import TrainingPlan, train_cached  # noqa: E402
 from migration.compatibility.weight_change import compare_weights, compatibility_report  # noqa: E402
-from migration.validation_gate.gate import GateThresholds, decide, measure  # noqa: E402
 
 WORK = CACHE / "upgrade"
+DEFAULT_UPDATES = ["ffn:5e-4:45", "ffn:1e-3:45", "ffn:2e-3:45", "all:1e-3:45"]
 
 
 def log(message: str) -> None:
     print(message, flush=True)
 
 
-def train_adapter(base_dir: Path, task: Task, *, method: str, seed: int, args, p_m: float = 0.1,
-                  p_c: float = 0.1) -> tuple[Path, float]:
-    """A LoRA trained by the product's own trainer (cached); returns (folder, training seconds)."""
-    from adapters.training.config import TrainingConfig
-    from adapters.training.run import prepare, run_training
-
-    config = TrainingConfig(method=method, p_m=p_m, p_c=p_c, rank=args.rank, max_steps=args.steps,
-                            learning_rate=args.lr, batch_size=args.batch_size, held_out_fraction=0.0, seed=seed,
-                            checkpoint_every=args.steps)
-    key = hashlib.sha256(json.dumps([str(base_dir), task.name, config.model_dump(), args.n_train]).encode())
-    work = WORK / "adapters" / key.hexdigest()[:16]
-    done = work / "done.json"
-    if done.is_file():
-        return work / "adapter", json.loads(done.read_text())["seconds"]
-    jsonl = lambda rows: "".join(json.dumps({"prompt": e.prompt, "completion": e.answer}) + "\n"  # noqa: E731
-                                 for e in rows).encode()
-    started = time.perf_counter()
-    data = prepare(base_dir, jsonl(task.train), jsonl(task.eval), config)
-    result = run_training(base_dir, data, config, work)
-    seconds = time.perf_counter() - started
-    done.write_text(json.dumps({"seconds": seconds}))
-    return result.adapter_dir, seconds
-
-
-def score(base_dir: Path, adapter: Path | None, task: Task, tokenizer) -> list[bool]:
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    if adapter is not None:
-        model = PeftModel.from_pretrained(model, adapter)
-    return answer_flags(model, tokenizer, task.eval)
-
-
-def gate(reference: list[bool], floor: list[bool], candidate: list[bool]) -> dict:
-    """The migration service's verdict on these scores (right answers as outputs, wrong as '')."""
-    outputs = lambda flags: ["ok" if f else "" for f in flags]  # noqa: E731
-    evidence = measure(outputs(reference), outputs(candidate), floor_outputs=outputs(floor),
-                       expected=["ok"] * len(reference))
-    verdict = decide(evidence, GateThresholds())
-    return {"decision": verdict.decision, "reasons": verdict.reasons, "gain_kept": evidence.gain_kept,
-            "retention": evidence.retention}
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def kept_gain(reference: float, floor: float, candidate: float) -> float | None:
     return (candidate - floor) / (reference - floor) if reference - floor > 0.05 else None
 
 
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def mcnemar_p(a: list[bool], b: list[bool]) -> float:
+    """Exact two-sided McNemar test on paired right/wrong flags."""
+    only_a = sum(x and not y for x, y in zip(a, b))
+    only_b = sum(y and not x for x, y in zip(a, b))
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
 
 
-def run_task(task: Task, v1: Path, v2: Path, tokenizer, args) -> dict:
+def build_updates(v1: Path, specs: list[str]) -> list[dict]:
+    updates = []
+    for spec in specs:
+        config = UpdateConfig.parse(spec)
+        log(f"v2 [{config.label}] (cached once trained)")
+        v2, info = updated_base(v1, WORK, config, log=log)
+        change = compatibility_report("v1", "v2", compare_weights(v1, v2))["groups"]
+        log(f"  weight change: " + ", ".join(f"{g} {c['relative_change']:.2%}" for g, c in change.items())
+            + f"; held-out loss {info['held_out_loss_before']:.3f} -> {info['held_out_loss_after']:.3f}")
+        updates.append({"label": config.label, "dir": v2, "info": info,
+                        "weight_change": {g: c["relative_change"] for g, c in change.items()}})
+    return updates
+
+
+def run_task(task: Task, v1: Path, updates: list[dict], tokenizer, plan: TrainingPlan, args) -> dict:
     log(f"task {task.name}: {len(task.train)} train / {len(task.eval)} eval examples")
-    bare_v1, bare_v2 = score(v1, None, task, tokenizer), score(v2, None, task, tokenizer)
-    seeds = []
+    bare_v1 = score(v1, None, task.eval, tokenizer)
+    bare_v2 = {u["label"]: score(u["dir"], None, task.eval, tokenizer) for u in updates}
+    seeds, pooled = [], {u["label"]: {"lora": [], "trans_peft": []} for u in updates}
     for seed in range(args.seeds):
-        lora, lora_s = train_adapter(v1, task, method="lora", seed=seed, args=args)
-        tp, tp_s = train_adapter(v1, task, method="trans-peft", seed=seed, args=args)
-        retrained, retrain_s = train_adapter(v2, task, method="lora", seed=seed, args=args)
-        started = time.perf_counter()
-        flags = {"lora_v1": score(v1, lora, task, tokenizer), "trans_peft_v1": score(v1, tp, task, tokenizer),
-                 "lora_direct_v2": score(v2, lora, task, tokenizer),
-                 "trans_peft_direct_v2": score(v2, tp, task, tokenizer)}
-        migrate_s = (time.perf_counter() - started) / 2  # one adapter: its old and new scores
-        flags["lora_retrained_v2"] = score(v2, retrained, task, tokenizer)
-        acc = {k: accuracy(v) for k, v in flags.items()}
-        floor = accuracy(bare_v2)
-        row = {"seed": seed, **acc, "train_s": {"lora": lora_s, "trans_peft": tp_s, "retrain": retrain_s},
-               "migrate_s": migrate_s,
-               "gate": {"lora": gate(flags["lora_v1"], bare_v2, flags["lora_direct_v2"]),
-                        "trans_peft": gate(flags["trans_peft_v1"], bare_v2, flags["trans_peft_direct_v2"])},
-               "gain_kept": {"lora": kept_gain(acc["lora_v1"], floor, acc["lora_direct_v2"]),
-                             "trans_peft": kept_gain(acc["trans_peft_v1"], floor, acc["trans_peft_direct_v2"])}}
-        log(f"  seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
+        lora, lora_s = train_cached(WORK, v1, task, plan, method="lora", seed=seed)
+        tp, tp_s = train_cached(WORK, v1, task, plan, method="trans-peft", seed=seed)
+        flags = {"lora": score(v1, lora, task.eval, tokenizer), "trans_peft": score(v1, tp, task.eval, tokenizer)}
+        row = {"seed": seed, "lora_v1": accuracy(flags["lora"]), "trans_peft_v1": accuracy(flags["trans_peft"]),
+               "train_s": {"lora": lora_s, "trans_peft": tp_s}, "updates": {}}
+        for u in updates:
+            started = time.perf_counter()
+            moved = {"lora": score(u["dir"], lora, task.eval, tokenizer),
+                     "trans_peft": score(u["dir"], tp, task.eval, tokenizer)}
+            per = {"migrate_s": (time.perf_counter() - started) / 2}  # one adapter scored on the new base
+            for method, adapter_flags in moved.items():
+                pooled[u["label"]][method].extend(adapter_flags)
+                per[f"{method}_direct_v2"] = accuracy(adapter_flags)
+                per[f"{method}_gain_kept"] = kept_gain(accuracy(flags[method]), accuracy(bare_v2[u["label"]]),
+                                                       accuracy(adapter_flags))
+                per[f"{method}_gate"] = gate_check(flags[method], bare_v2[u["label"]], adapter_flags,
+                                                   args.gate_items)
+            row["updates"][u["label"]] = per
+        log(f"  seed {seed}: LoRA v1 {row['lora_v1']:.3f}, TP v1 {row['trans_peft_v1']:.3f}; moved "
+            + "; ".join(f"[{k}] LoRA {v['lora_direct_v2']:.3f} TP {v['trans_peft_direct_v2']:.3f}"
+                        for k, v in row["updates"].items()))
         seeds.append(row)
-    conditions = ["lora_v1", "trans_peft_v1", "lora_direct_v2", "trans_peft_direct_v2", "lora_retrained_v2"]
-    summary = {c: mean_sd([s[c] for s in seeds]) for c in conditions}
-    summary["bare_v1"], summary["bare_v2"] = (accuracy(bare_v1), 0.0), (accuracy(bare_v2), 0.0)
-    direct, tp, upper = (summary[c][0] for c in ("lora_direct_v2", "trans_peft_direct_v2", "lora_retrained_v2"))
-    gap_closed = (tp - direct) / (upper - direct) if upper - direct > 0.02 else None
-    return {"task": task.name, "n_train": len(task.train), "n_eval": len(task.eval), "seeds": seeds,
-            "summary": summary, "gap_closed_by_trans_peft": gap_closed}
+
+    per_update = {}
+    for u in updates:
+        label = u["label"]
+        retrained = []
+        for seed in range(args.retrain_seeds):
+            adapter, seconds = train_cached(WORK, u["dir"], task, plan, method="lora", seed=seed)
+            retrained.append({"seed": seed, "acc": accuracy(score(u["dir"], adapter, task.eval, tokenizer)),
+                              "train_s": seconds})
+        summary = {"bare_v2": accuracy(bare_v2[label]),
+                   "lora_direct_v2": mean_sd([s["updates"][label]["lora_direct_v2"] for s in seeds]),
+                   "trans_peft_direct_v2": mean_sd([s["updates"][label]["trans_peft_direct_v2"] for s in seeds]),
+                   "lora_retrained_v2": mean_sd([r["acc"] for r in retrained]),
+                   "trans_peft_vs_lora_mcnemar_p": mcnemar_p(pooled[label]["trans_peft"], pooled[label]["lora"])}
+        direct, tp, upper = (summary[k][0] for k in ("lora_direct_v2", "trans_peft_direct_v2", "lora_retrained_v2"))
+        summary["gap_closed_by_trans_peft"] = (tp - direct) / (upper - direct) if upper - direct > 0.02 else None
+        summary["retrained"] = retrained
+        per_update[label] = summary
+        log(f"  [{label}] bare v2 {summary['bare_v2']:.3f}, LoRA moved {direct:.3f}, TP moved {tp:.3f}, "
+            f"re-trained {upper:.3f}")
+    return {"task": task.name, "n_train": len(task.train), "n_eval": len(task.eval),
+            "bare_v1": accuracy(bare_v1), "lora_v1": mean_sd([s["lora_v1"] for s in seeds]),
+            "trans_peft_v1": mean_sd([s["trans_peft_v1"] for s in seeds]), "seeds": seeds, "updates": per_update}
 
 
-def sweep(task: Task, v1: Path, v2: Path, tokenizer, args) -> list[dict]:
+def sweep(task: Task, v1: Path, updates: list[dict], tokenizer, plan: TrainingPlan, args) -> dict:
+    """p_m / p_c (and steps) of Trans-PEFT against plain LoRA, seed 0: what each mechanism costs on
+    v1 and buys on every v2."""
     rows = []
-    for p_m, p_c in args.sweep:
-        adapter, seconds = train_adapter(v1, task, method="trans-peft", seed=0, args=args, p_m=p_m, p_c=p_c)
-        rows.append({"p_m": p_m, "p_c": p_c, "v1": accuracy(score(v1, adapter, task, tokenizer)),
-                     "direct_v2": accuracy(score(v2, adapter, task, tokenizer)), "train_s": seconds})
-        log(f"  sweep p_m={p_m} p_c={p_c}: v1 {rows[-1]['v1']:.3f}, direct v2 {rows[-1]['direct_v2']:.3f}")
-    return rows
+    points = [(0.0, 0.0, plan.steps), (0.1, 0.1, plan.steps), *args.sweep]  # the first two: the grid's seed 0
+    for p_m, p_c, steps in points:
+        method = "lora" if p_m == 0.0 and p_c == 0.0 else "trans-peft"
+        adapter, seconds = train_cached(WORK, v1, task, plan, method=method, seed=0, p_m=p_m, p_c=p_c,
+                                        steps=int(steps))
+        row = {"p_m": p_m, "p_c": p_c, "steps": int(steps), "train_s": seconds,
+               "v1": accuracy(score(v1, adapter, task.eval, tokenizer)),
+               "direct_v2": {u["label"]: accuracy(score(u["dir"], adapter, task.eval, tokenizer)) for u in updates}}
+        rows.append(row)
+        log(f"  p_m={p_m} p_c={p_c} steps={int(steps)}: v1 {row['v1']:.3f}; moved "
+            + ", ".join(f"[{k}] {v:.3f}" for k, v in row["direct_v2"].items()))
+    return {"task": task.name, "seed": 0, "rows": rows}
 
 
-def chart(results: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [("bare_v2", "bare v2"), ("lora_v1", "LoRA on v1"), ("lora_direct_v2", "LoRA moved to v2"),
-              ("trans_peft_direct_v2", "Trans-PEFT moved to v2"), ("lora_retrained_v2", "re-trained on v2")]
-    tasks = results["tasks"]
-    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
-    width = 0.16
-    for k, (key, label) in enumerate(labels):
-        means = [t["summary"][key][0] for t in tasks]
-        sds = [t["summary"][key][1] for t in tasks]
-        ax.bar([i + (k - 2) * width for i in range(len(tasks))], means, width, yerr=sds, capsize=3, label=label)
-    ax.set_xticks(range(len(tasks)), [t["task"] for t in tasks])
-    ax.set_ylabel("exact match on held-out examples")
-    update = results["update"]
-    ax.set_title(f"SmolLM2-135M v1 -> v2 ({update['config']['params']} update, held-out loss "
-                 f"{update['held_out_loss_before']:.3f} -> {update['held_out_loss_after']:.3f})")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8, ncol=3)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+def sweep_point(text: str) -> tuple[float, float, int]:
+    parts = text.split(",")
+    return float(parts[0]), float(parts[1]), int(parts[2]) if len(parts) > 2 else 0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=list(ALL_TASKS), choices=list(ALL_TASKS))
+    parser.add_argument("--tasks", nargs="+", default=["word_reversal", "stdlib_module", "unicode_char"],
+                        choices=list(ALL_TASKS))
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=120, help="LoRA training steps (equal for every method)")
+    parser.add_argument("--retrain-seeds", type=int, default=1, help="seeds of the re-trained bound per update")
+    parser.add_argument("--steps", type=int, default=100, help="LoRA training steps (equal for every method)")
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--n-train", type=int, default=256)
-    parser.add_argument("--n-eval", type=int, default=120)
-    parser.add_argument("--update-params", choices=["ffn", "all"], default="ffn")
-    parser.add_argument("--update-lr", type=float, default=3e-4)
-    parser.add_argument("--update-steps", type=int, default=60)
-    parser.add_argument("--sweep", type=lambda s: tuple(float(x) for x in s.split(",")), nargs="*",
-                        default=[(0.0, 0.1), (0.1, 0.0), (0.3, 0.1), (0.1, 0.3)], help="p_m,p_c pairs")
+    parser.add_argument("--n-eval", type=int, default=160)
+    parser.add_argument("--gate-items", type=int, default=40, help="eval examples the migration gate sees")
+    parser.add_argument("--updates", nargs="+", default=DEFAULT_UPDATES, help="params:lr:steps per v2")
+    parser.add_argument("--sweep-task", default="word_reversal", choices=list(ALL_TASKS))
+    parser.add_argument("--sweep", type=sweep_point, nargs="*",
+                        default=[(0.3, 0.0, 0), (0.0, 0.3, 0), (0.3, 0.3, 0), (0.0, 0.0, 200), (0.1, 0.1, 200)],
+                        help="p_m,p_c[,steps] points (steps 0: the grid's)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "upgrade.json")
     args = parser.parse_args()
     if args.quick:
-        args.tasks, args.seeds, args.steps, args.n_train, args.n_eval = ["word_reversal"], 1, 4, 16, 8
-        args.update_steps, args.sweep = 2, [(0.3, 0.3)]
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+        args.tasks, args.sweep_task, args.seeds, args.steps, args.n_train, args.n_eval = (
+            ["word_reversal"], "word_reversal", 1, 4, 16, 16)
+        args.gate_items, args.updates, args.sweep = 8, ["ffn:1e-3:2", "all:1e-3:2"], [(0.3, 0.3, 0)]
+        args.out = WORK / "quick.json"
+    args.sweep = [(p_m, p_c, steps or args.steps) for p_m, p_c, steps in args.sweep]
     from transformers import AutoTokenizer
 
     started = time.perf_counter()
     v1 = demo_base_dir(CACHE / "base-data")
-    update = UpdateConfig(params=args.update_params, learning_rate=args.update_lr, steps=args.update_steps)
-    log(f"v2: {args.update_params} update, lr {args.update_lr}, {args.update_steps} steps (cached once trained)")
-    v2, update_info = updated_base(v1, WORK, update, log=log)
-    change = compatibility_report("v1", "v2", compare_weights(v1, v2))["groups"]
-    log("weight change: " + ", ".join(f"{g} {c['relative_change']:.2%}" for g, c in change.items()))
-    log(f"held-out loss on unseen stdlib files: {update_info['held_out_loss_before']:.3f} -> "
-        f"{update_info['held_out_loss_after']:.3f}")
+    updates = build_updates(v1, args.updates)
     tokenizer = AutoTokenizer.from_pretrained(v1)
-    tasks = [ALL_TASKS[name](args.n_train, args.n_eval) for name in args.tasks]
+    plan = TrainingPlan(rank=args.rank, steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size)
     results = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-               "update": update_info, "weight_change": change,
-               "tasks": [run_task(task, v1, v2, tokenizer, args) for task in tasks]}
-    log(f"sweep over p_m, p_c on {tasks[0].name}, seed 0:")
-    results["sweep"] = sweep(tasks[0], v1, v2, tokenizer, args)
-    results["seconds"] = time.perf_counter() - started
-
-    print(f"\n{'task':<14} {'bare v1':>8} {'bare v2':>8} {'LoRA v1':>12} {'TP v1':>12} {'LoRA->v2':>12} "
-          f"{'TP->v2':>12} {'retrain v2':>12} {'gap closed':>10}")
-    for t in results["tasks"]:
-        s = t["summary"]
-        cell = lambda key: f"{s[key][0]:.3f}+-{s[key][1]:.3f}"  # noqa: E731
-        gap = t["gap_closed_by_trans_peft"]
-        print(f"{t['task']:<14} {s['bare_v1'][0]:>8.3f} {s['bare_v2'][0]:>8.3f} {cell('lora_v1'):>12} "
-              f"{cell('trans_peft_v1'):>12} {cell('lora_direct_v2'):>12} {cell('trans_peft_direct_v2'):>12} "
-              f"{cell('lora_retrained_v2'):>12} {'-' if gap is None else f'{gap:.0%}':>10}")
-    print("\ngate decisions on moved adapters (decision / gain really kept):")
-    for t in results["tasks"]:
-        for s in t["seeds"]:
-            parts = []
-            for method in ("lora", "trans_peft"):
-                kept = s["gain_kept"][method]
-                parts.append(f"{method} {s['gate'][method]['decision']} / "
-                             f"{'-' if kept is None else f'{kept:.0%}'}")
-            print(f"  {t['task']} seed {s['seed']}: " + "; ".join(parts))
+               "torch_threads": torch.get_num_threads(),
+               "updates": [{k: v for k, v in u.items() if k != "dir"} for u in updates], "tasks": []}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+
+    def save() -> None:
+        results["seconds"] = time.perf_counter() - started
+        args.out.write_text(json.dumps(results, indent=2))
+
+    for name in args.tasks:
+        results["tasks"].append(run_task(ALL_TASKS[name](args.n_train, args.n_eval), v1, updates, tokenizer,
+                                         plan, args))
+        save()
+    log(f"sweep over p_m, p_c on {args.sweep_task}, seed 0:")
+    results["sweep"] = sweep(ALL_TASKS[args.sweep_task](args.n_train, args.n_eval), v1, updates, tokenizer,
+                             plan, args)
+    save()
+    print_tables(results)
     chart(results, args.out.with_suffix(".png"))
     log(f"\nwrote {args.out} and {args.out.with_suffix('.png')} in {results['seconds'] / 60:.1f} min")
 

@@ -28,3 +28,14 @@ def answer_flags(model, tokenizer, examples: list[Example], batch_size: int = 16
 
 def accuracy(flags: list[bool]) -> float:
     return sum(flags) / len(flags) if flags else 0.0
+
+
+def score(base_dir, adapter, examples: list[Example], tokenizer) -> list[bool]:
+    """Right/wrong per example for the base at ``base_dir`` with ``adapter`` (a PEFT folder) or bare."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, adapter)
+    return answer_flags(model, tokenizer, examples)
