@@ -2,13 +2,15 @@
 Alembic schema, the same queries, and the guarantees concurrent gateways rely on."""
 
 import threading
+from datetime import timedelta
 
 import pytest
 
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
 from adapters.registry.fine_tuning_repository import FineTuningRepository
+from adapters.registry.job_leases import GroupCap, JobLeases
 from adapters.registry.migration_repository import MigrationRepository
-from adapters.registry.models import AdapterStatus, MigrationStatus
+from adapters.registry.models import AdapterStatus, FineTuningJob, JobStatus, MigrationStatus, utcnow
 from adapters.registry.repository import Registry
 from server.errors import ConflictError
 
@@ -100,3 +102,42 @@ def test_fine_tuning_files_and_jobs(sessions):
     stored = repo.add_file(tenant.id, "train.jsonl", "fine-tune", 10, "s" * 64)
     assert repo.get_file(tenant.id, stored.id).filename == "train.jsonl"
     assert [f.id for f in repo.list_files(tenant.id)] == [stored.id]
+
+
+def test_claims_capped_per_tenant_hold_under_simultaneous_claims(sessions):
+    """Gateways claiming different jobs of one tenant at the same instant: the per-tenant cap
+    holds (each claim counts the others inside its own UPDATE, serialised per tenant)."""
+    registry, repo = Registry(sessions), FineTuningRepository(sessions)
+    leases = JobLeases(sessions, FineTuningJob, queued=JobStatus.queued, running=JobStatus.running)
+    base = registry.add_base_version("tiny", None, path="/b", fingerprint="f", architecture=ARCH, source="s")
+    busy, _ = registry.create_tenant("busy")
+    other, _ = registry.create_tenant("other")
+    training = repo.add_file(busy.id, "train.jsonl", "fine-tune", 10, "s" * 64)
+
+    def job(tenant) -> str:
+        return repo.add_job(tenant_id=tenant.id, base_version_id=base.id, model="tiny", training_file=training.id,
+                            validation_file=None, suffix=None, hyperparameters={}).id
+
+    jobs = [job(busy) for _ in range(6)]
+    start, won = threading.Barrier(len(jobs)), []
+
+    def claim(job_id: str) -> None:
+        start.wait()
+        if leases.claim(job_id, f"gateway-{job_id}", 30, GroupCap("tenant_id", busy.id, 1)) is not None:
+            won.append(job_id)
+
+    threads = [threading.Thread(target=claim, args=(j,)) for j in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1
+    # Another tenant is not held back; the first tenant gets a second slot when the cap allows it.
+    assert leases.claim(job(other), "gateway-x", 30, GroupCap("tenant_id", other.id, 1)) == ""
+    assert leases.claim(jobs[0] if jobs[0] not in won else jobs[1], "gateway-y", 30,
+                        GroupCap("tenant_id", busy.id, 2)) == ""
+    # A job whose gateway died (lease expired) no longer counts against the tenant.
+    leases.claim(won[0], "gateway-z", 30)  # still live: not claimable
+    repo.update_job(won[0], lease_expires_at=utcnow() - timedelta(seconds=1))
+    free = next(j for j in jobs if repo.get_job(j).status == JobStatus.queued)
+    assert leases.claim(free, "gateway-w", 30, GroupCap("tenant_id", busy.id, 2)) == ""

@@ -2,7 +2,7 @@
 
 import secrets
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import joinedload
 
 from adapters.registry.models import (TERMINAL_JOB_STATES, BaseVersion, FileStatus, FineTuningEvent, FineTuningJob,
@@ -80,13 +80,6 @@ class FineTuningRepository(Repository):
         with self.session() as s:
             return list(s.scalars(self._job_query().where(FineTuningJob.status.in_(statuses))
                                   .order_by(FineTuningJob.created_at)))
-
-    def running_for_tenant(self, tenant_id: int, other_than: str) -> int:
-        """Jobs of a tenant some gateway is training now (a live lease)."""
-        with self.session() as s:
-            return s.scalar(select(func.count(FineTuningJob.id)).where(
-                FineTuningJob.tenant_id == tenant_id, FineTuningJob.status == JobStatus.running,
-                FineTuningJob.id != other_than, FineTuningJob.lease_expires_at > utcnow()))
 
     def update_job(self, job_id: str, **values) -> None:
         if values.get("status") in TERMINAL_JOB_STATES:

@@ -5,6 +5,10 @@ gateway died is taken over once its lease runs out.
 A claim is a conditional UPDATE (compare-and-set on status and lease): on PostgreSQL the row
 lock makes a second claimer re-check the condition and lose; SQLite serialises writers. The
 runner renews its lease while it works and stops at once if a renewal finds it lost the job.
+
+A claim may also be capped per group (at most N running jobs per tenant): the count is part of
+the same UPDATE, and on PostgreSQL an advisory lock on the group serialises such claims, since
+two claims of different rows would otherwise each count without seeing the other.
 """
 
 import asyncio
@@ -13,12 +17,23 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from dataclasses import dataclass
+
+from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from adapters.registry.models import utcnow
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GroupCap:
+    """At most ``limit`` jobs with ``column == value`` running at once (live lease)."""
+
+    column: str
+    value: Any
+    limit: int
 
 
 class JobLeases:
@@ -39,13 +54,24 @@ class JobLeases:
             return list(s.scalars(select(self.model.id).where(self._claimable(utcnow()))
                                   .order_by(self.model.created_at).limit(limit)))
 
-    def claim(self, job_id: str, owner: str, lease_s: float) -> str | None:
-        """Take the job if it is still claimable; returns its previous owner ('' if none) or None."""
+    def claim(self, job_id: str, owner: str, lease_s: float, cap: GroupCap | None = None) -> str | None:
+        """Take the job if it is still claimable (and ``cap`` leaves room); returns its previous
+        owner ('' if none) or None."""
         now = utcnow()
         m = self.model
+        conditions = [m.id == job_id, self._claimable(now)]
         with self._sessions.begin() as s:
+            if cap is not None:
+                if s.get_bind().dialect.name == "postgresql":
+                    s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                              {"key": f"{m.__tablename__}:{cap.column}:{cap.value}"})
+                other = aliased(m)
+                running = (select(func.count(other.id)).where(
+                    getattr(other, cap.column) == cap.value, other.status == self.running, other.id != job_id,
+                    other.lease_expires_at > now).scalar_subquery())
+                conditions.append(running < cap.limit)
             previous = s.scalar(select(m.claimed_by).where(m.id == job_id))
-            won = s.execute(update(m).where(m.id == job_id, self._claimable(now)).values(
+            won = s.execute(update(m).where(*conditions).values(
                 status=self.running, claimed_by=owner, lease_expires_at=now + timedelta(seconds=lease_s)))
             return (previous or "") if won.rowcount == 1 else None
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from adapters.registration import AdapterSubmission
 from adapters.registry.fine_tuning_repository import FineTuningRepository
-from adapters.registry.job_leases import JobLeases
+from adapters.registry.job_leases import GroupCap, JobLeases
 from adapters.registry.models import FineTuningJob, JobStatus, utcnow
 from adapters.training.run import prepare, run_training
 from adapters.training.trainer import TrainingCancelled
@@ -74,11 +74,10 @@ class FineTuningRunner:
             if job_id in self._running:
                 continue
             job = await asyncio.to_thread(self.repo.get_job, job_id)
-            if await asyncio.to_thread(self.repo.running_for_tenant, job.tenant_id, job.id) >= self.max_per_tenant:
-                continue
-            previous = await asyncio.to_thread(self.leases.claim, job_id, self.owner, self.lease_s)
+            cap = GroupCap("tenant_id", job.tenant_id, self.max_per_tenant)
+            previous = await asyncio.to_thread(self.leases.claim, job_id, self.owner, self.lease_s, cap)
             if previous is None:
-                continue  # another gateway was faster
+                continue  # another gateway was faster, or the tenant is at its limit
             if previous:
                 await asyncio.to_thread(self.repo.add_event, job.id, "The gateway running this job stopped; the "
                                         "job resumes from its last checkpoint (when this machine has it)")
