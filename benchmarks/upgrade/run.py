@@ -39,7 +39,9 @@ from benchmarks.upgrade.training_cache import TrainingPlan, train_cached  # noqa
 from migration.compatibility.weight_change import compare_weights, compatibility_report  # noqa: E402
 
 WORK = CACHE / "upgrade"
-DEFAULT_UPDATES = ["ffn:5e-4:45", "ffn:1e-3:45", "ffn:2e-3:45", "all:1e-3:45"]
+# FFN-only at rising strength (~1/2/4.5% weight change), a longer gentle FFN-only update (a better
+# model that still moves the FFN ~3%), and a pilot-like update of every weight.
+DEFAULT_UPDATES = ["ffn:5e-4:45", "ffn:1e-3:45", "ffn:2e-3:45", "ffn:5e-4:150", "all:1e-3:45"]
 
 
 def log(message: str) -> None:
@@ -171,7 +173,7 @@ def main() -> None:
     parser.add_argument("--updates", nargs="+", default=DEFAULT_UPDATES, help="params:lr:steps per v2")
     parser.add_argument("--sweep-task", default="word_reversal", choices=list(ALL_TASKS))
     parser.add_argument("--sweep", type=sweep_point, nargs="*",
-                        default=[(0.3, 0.0, 0), (0.0, 0.3, 0), (0.3, 0.3, 0), (0.0, 0.0, 200), (0.1, 0.1, 200)],
+                        default=[(0.3, 0.0, 0), (0.0, 0.3, 0), (0.3, 0.3, 0), (0.0, 0.0, 250), (0.1, 0.1, 250)],
                         help="p_m,p_c[,steps] points (steps 0: the grid's)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "upgrade.json")
