@@ -8,6 +8,10 @@ import httpx
 from server.errors import WorkerUnavailableError, WorkerUnreachableError
 
 TRANSPORT_ERRORS = (httpx.TransportError,)
+# No answer came: refused, or the connection was closed or reset before any response (the
+# worker died, possibly with our request in it). Generation has no side effects, so these are
+# safe to send again; a timeout is not among them (the worker may still be working on it).
+DROPPED = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 class WorkerLoraError(Exception):
@@ -55,7 +59,7 @@ class WorkerClient:
         try:
             async with self._http.stream("POST", path, json=body) as resp:
                 yield resp
-        except (httpx.ConnectError, httpx.RemoteProtocolError) as e:
+        except DROPPED as e:
             raise _unreachable(self.name, e) from e
         except TRANSPORT_ERRORS as e:
             raise WorkerUnavailableError(f"worker for this model is unavailable ({type(e).__name__}); retry shortly") from e
@@ -63,15 +67,16 @@ class WorkerClient:
     async def _call(self, method: str, path: str, body: dict | None = None) -> httpx.Response:
         try:
             return await self._http.request(method, path, json=body)
-        except (httpx.ConnectError, httpx.RemoteProtocolError) as e:
+        except DROPPED as e:
             raise _unreachable(self.name, e) from e
         except TRANSPORT_ERRORS as e:
             raise WorkerUnavailableError(f"worker for this model is unavailable ({type(e).__name__}); retry shortly") from e
 
 
 def _unreachable(name: str, e: Exception) -> WorkerUnreachableError:
-    """Refused, or a kept-alive connection the worker closed (it went away, or timed the idle
-    connection out): either way no answer came, so the request can be sent again."""
+    """Refused, or a connection the worker closed or reset before answering (it went away, or
+    timed a kept-alive connection out): either way no answer came, so the request can be sent
+    again."""
     refused = isinstance(e, httpx.ConnectError)
     what = "refused the connection" if refused else "closed the connection without answering"
     return WorkerUnreachableError(f"worker {name} {what}", refused=refused)
