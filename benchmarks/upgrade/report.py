@@ -4,6 +4,23 @@ import math
 from pathlib import Path
 
 
+MIN_GAP = 0.1  # below this, re-training gains little over direct transfer: no gap to close
+
+
+def gap_closed(summary: dict) -> float | None:
+    """Share of the gap between plain LoRA moved directly and LoRA re-trained on v2 that the
+    moved Trans-PEFT adapter closes (the paper's bar: at least 90%)."""
+    direct, tp, upper = (summary[k][0] for k in ("lora_direct_v2", "trans_peft_direct_v2", "lora_retrained_v2"))
+    return (tp - direct) / (upper - direct) if upper - direct >= MIN_GAP else None
+
+
+def gain_kept(task: dict, label: str, method: str) -> float | None:
+    """Mean over seeds of the share of its v1 gain (over bare v2) a moved adapter keeps."""
+    values = [s["updates"][label][f"{method}_gain_kept"] for s in task["seeds"]]
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
 def _cell(pair) -> str:
     return f"{pair[0]:.3f}+-{pair[1]:.3f}" if pair[1] else f"{pair[0]:.3f}"
 
@@ -21,12 +38,13 @@ def print_tables(results: dict) -> None:
               f"{info['held_out_loss_before']:>7.3f} -> {info['held_out_loss_after']:.3f} {info['seconds']:>9.0f}")
 
     print(f"\n{'task':<14} {'update':<20} {'bare v1':>7} {'bare v2':>7} {'LoRA v1':>12} {'TP v1':>12} "
-          f"{'LoRA->v2':>12} {'TP->v2':>12} {'retrain v2':>12} {'gap closed':>10} {'McNemar p':>9}")
+          f"{'LoRA->v2':>12} {'TP->v2':>12} {'retrain v2':>12} {'kept L/TP':>9} {'gap closed':>10} {'McNemar p':>9}")
     for t in results["tasks"]:
         for label, s in t["updates"].items():
             print(f"{t['task']:<14} {label:<20} {t['bare_v1']:>7.3f} {s['bare_v2']:>7.3f} {_cell(t['lora_v1']):>12} "
                   f"{_cell(t['trans_peft_v1']):>12} {_cell(s['lora_direct_v2']):>12} "
                   f"{_cell(s['trans_peft_direct_v2']):>12} {_cell(s['lora_retrained_v2']):>12} "
+                  f"{_pct(gain_kept(t, label, 'lora')):>4}/{_pct(gain_kept(t, label, 'trans_peft')):>4} "
                   f"{_pct(s['gap_closed_by_trans_peft']):>10} {s['trans_peft_vs_lora_mcnemar_p']:>9.2g}")
 
     print("\nmigration gate on moved adapters (decision on the gate's items / same rule on unseen items):")

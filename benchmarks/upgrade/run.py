@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from benchmarks.bench_support import CACHE, ROOT, demo_base_dir  # noqa: E402
 from benchmarks.upgrade.base_update import UpdateConfig, updated_base  # noqa: E402
 from benchmarks.upgrade.gate_check import gate_check  # noqa: E402
-from benchmarks.upgrade.report import chart, print_tables  # noqa: E402
+from benchmarks.upgrade.report import chart, gap_closed, print_tables  # noqa: E402
 from benchmarks.upgrade.scoring import accuracy, score  # noqa: E402
 from benchmarks.upgrade.tasks import ALL_TASKS, Task  # noqa: E402
 from benchmarks.upgrade.training_cache import TrainingPlan, train_cached  # noqa: E402
@@ -123,12 +123,11 @@ def run_task(task: Task, v1: Path, updates: list[dict], tokenizer, plan: Trainin
                    "trans_peft_direct_v2": mean_sd([s["updates"][label]["trans_peft_direct_v2"] for s in seeds]),
                    "lora_retrained_v2": mean_sd([r["acc"] for r in retrained]),
                    "trans_peft_vs_lora_mcnemar_p": mcnemar_p(pooled[label]["trans_peft"], pooled[label]["lora"])}
-        direct, tp, upper = (summary[k][0] for k in ("lora_direct_v2", "trans_peft_direct_v2", "lora_retrained_v2"))
-        summary["gap_closed_by_trans_peft"] = (tp - direct) / (upper - direct) if upper - direct > 0.02 else None
+        summary["gap_closed_by_trans_peft"] = gap_closed(summary)
         summary["retrained"] = retrained
         per_update[label] = summary
-        log(f"  [{label}] bare v2 {summary['bare_v2']:.3f}, LoRA moved {direct:.3f}, TP moved {tp:.3f}, "
-            f"re-trained {upper:.3f}")
+        log(f"  [{label}] bare v2 {summary['bare_v2']:.3f}, LoRA moved {summary['lora_direct_v2'][0]:.3f}, "
+            f"TP moved {summary['trans_peft_direct_v2'][0]:.3f}, re-trained {summary['lora_retrained_v2'][0]:.3f}")
     return {"task": task.name, "n_train": len(task.train), "n_eval": len(task.eval),
             "bare_v1": accuracy(bare_v1), "lora_v1": mean_sd([s["lora_v1"] for s in seeds]),
             "trans_peft_v1": mean_sd([s["trans_peft_v1"] for s in seeds]), "seeds": seeds, "updates": per_update}
@@ -176,6 +175,7 @@ def main() -> None:
                         default=[(0.3, 0.0, 0), (0.0, 0.3, 0), (0.3, 0.3, 0), (0.0, 0.0, 250), (0.1, 0.1, 250)],
                         help="p_m,p_c[,steps] points (steps 0: the grid's)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--report-only", action="store_true", help="re-print the tables and chart of --out")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "upgrade.json")
     args = parser.parse_args()
     if args.quick:
@@ -184,6 +184,15 @@ def main() -> None:
         args.gate_items, args.updates, args.sweep = 8, ["ffn:1e-3:2", "all:1e-3:2"], [(0.3, 0.3, 0)]
         args.out = WORK / "quick.json"
     args.sweep = [(p_m, p_c, steps or args.steps) for p_m, p_c, steps in args.sweep]
+    if args.report_only:
+        results = json.loads(args.out.read_text())
+        for task in results["tasks"]:
+            for summary in task["updates"].values():
+                summary["gap_closed_by_trans_peft"] = gap_closed(summary)
+        args.out.write_text(json.dumps(results, indent=2))
+        print_tables(results)
+        chart(results, args.out.with_suffix(".png"))
+        return
     from transformers import AutoTokenizer
 
     started = time.perf_counter()
