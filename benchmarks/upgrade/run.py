@@ -12,8 +12,8 @@ one task, scored on v1 and on every v2.
     .venv/bin/python benchmarks/upgrade/run.py            # the published run: ~1.5 h on a 2-core CPU
     .venv/bin/python benchmarks/upgrade/run.py --quick    # a smoke run (minutes)
 
-Writes benchmarks/results/upgrade.json (after every task, so a run cut short keeps what it did)
-and upgrade.png; trained adapters and every v2 are cached in .cache/bench/upgrade/, so a rerun
+Writes benchmarks/results/upgrade.json (after every task and sweep row; ``--resume`` carries on
+from there) and upgrade.png; trained adapters and every v2 are cached in .cache/bench/upgrade/, so a rerun
 only evaluates.
 """
 
@@ -133,12 +133,16 @@ def run_task(task: Task, v1: Path, updates: list[dict], tokenizer, plan: Trainin
             "trans_peft_v1": mean_sd([s["trans_peft_v1"] for s in seeds]), "seeds": seeds, "updates": per_update}
 
 
-def sweep(task: Task, v1: Path, updates: list[dict], tokenizer, plan: TrainingPlan, args) -> dict:
+def sweep(task: Task, v1: Path, updates: list[dict], tokenizer, plan: TrainingPlan, args, done: dict,
+          save) -> dict:
     """p_m / p_c (and steps) of Trans-PEFT against plain LoRA, seed 0: what each mechanism costs on
-    v1 and buys on every v2."""
-    rows = []
+    v1 and buys on every v2. Rows already in ``done`` (a resumed run) are kept; ``save`` after each."""
+    rows = done.setdefault("rows", [])
+    done.update(task=task.name, seed=0)
     points = [(0.0, 0.0, plan.steps), (0.1, 0.1, plan.steps), *args.sweep]  # the first two: the grid's seed 0
     for p_m, p_c, steps in points:
+        if any((r["p_m"], r["p_c"], r["steps"]) == (p_m, p_c, int(steps)) for r in rows):
+            continue
         method = "lora" if p_m == 0.0 and p_c == 0.0 else "trans-peft"
         adapter, seconds = train_cached(WORK, v1, task, plan, method=method, seed=0, p_m=p_m, p_c=p_c,
                                         steps=int(steps))
@@ -146,9 +150,10 @@ def sweep(task: Task, v1: Path, updates: list[dict], tokenizer, plan: TrainingPl
                "v1": accuracy(score(v1, adapter, task.eval, tokenizer)),
                "direct_v2": {u["label"]: accuracy(score(u["dir"], adapter, task.eval, tokenizer)) for u in updates}}
         rows.append(row)
+        save()
         log(f"  p_m={p_m} p_c={p_c} steps={int(steps)}: v1 {row['v1']:.3f}; moved "
             + ", ".join(f"[{k}] {v:.3f}" for k, v in row["direct_v2"].items()))
-    return {"task": task.name, "seed": 0, "rows": rows}
+    return done
 
 
 def sweep_point(text: str) -> tuple[float, float, int]:
@@ -172,10 +177,12 @@ def main() -> None:
     parser.add_argument("--updates", nargs="+", default=DEFAULT_UPDATES, help="params:lr:steps per v2")
     parser.add_argument("--sweep-task", default="word_reversal", choices=list(ALL_TASKS))
     parser.add_argument("--sweep", type=sweep_point, nargs="*",
-                        default=[(0.3, 0.0, 0), (0.0, 0.3, 0), (0.3, 0.3, 0), (0.0, 0.0, 250), (0.1, 0.1, 250)],
+                        default=[(0.0, 0.0, 250), (0.1, 0.1, 250), (0.3, 0.3, 0), (0.3, 0.0, 0), (0.0, 0.3, 0)],
                         help="p_m,p_c[,steps] points (steps 0: the grid's)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="re-print the tables and chart of --out")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the tasks and sweep rows already in --out; run only what is missing")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "upgrade.json")
     args = parser.parse_args()
     if args.quick:
@@ -203,19 +210,28 @@ def main() -> None:
     results = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                "torch_threads": torch.get_num_threads(),
                "updates": [{k: v for k, v in u.items() if k != "dir"} for u in updates], "tasks": []}
+    earlier_s = 0.0
+    if args.resume and args.out.is_file():  # keep the tasks and sweep rows a previous run finished
+        previous = json.loads(args.out.read_text())
+        if previous["updates"] != results["updates"]:
+            parser.error(f"--resume: {args.out} was made with other base updates")
+        results.update(tasks=previous["tasks"], sweep=previous.get("sweep", {}))
+        earlier_s = previous.get("seconds", 0.0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
-        results["seconds"] = time.perf_counter() - started
+        results["seconds"] = earlier_s + time.perf_counter() - started
         args.out.write_text(json.dumps(results, indent=2))
 
+    finished = {t["task"] for t in results["tasks"]}
     for name in args.tasks:
-        results["tasks"].append(run_task(ALL_TASKS[name](args.n_train, args.n_eval), v1, updates, tokenizer,
-                                         plan, args))
-        save()
+        if name not in finished:
+            results["tasks"].append(run_task(ALL_TASKS[name](args.n_train, args.n_eval), v1, updates, tokenizer,
+                                             plan, args))
+            save()
     log(f"sweep over p_m, p_c on {args.sweep_task}, seed 0:")
     results["sweep"] = sweep(ALL_TASKS[args.sweep_task](args.n_train, args.n_eval), v1, updates, tokenizer,
-                             plan, args)
+                             plan, args, results.get("sweep") or {}, save)
     save()
     print_tables(results)
     chart(results, args.out.with_suffix(".png"))
