@@ -213,7 +213,7 @@ def main() -> None:
     earlier_s = 0.0
     if args.resume and args.out.is_file():  # keep the tasks and sweep rows a previous run finished
         previous = json.loads(args.out.read_text())
-        if previous["updates"] != results["updates"]:
+        if [u["info"]["config"] for u in previous["updates"]] != [u["info"]["config"] for u in results["updates"]]:
             parser.error(f"--resume: {args.out} was made with other base updates")
         results.update(tasks=previous["tasks"], sweep=previous.get("sweep", {}))
         earlier_s = previous.get("seconds", 0.0)

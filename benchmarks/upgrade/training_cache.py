@@ -27,6 +27,8 @@ def train_cached(work: Path, base_dir: Path, task: Task, plan: TrainingPlan, *, 
     from adapters.training.run import prepare, run_training
 
     steps = steps or plan.steps
+    if method == "lora":  # plain LoRA ignores p_m / p_c: one cache entry whatever they say
+        p_m, p_c = TrainingConfig.model_fields["p_m"].default, TrainingConfig.model_fields["p_c"].default
     config = TrainingConfig(method=method, p_m=p_m, p_c=p_c, rank=plan.rank, max_steps=steps,
                             learning_rate=plan.learning_rate, batch_size=plan.batch_size, held_out_fraction=0.0,
                             seed=seed, checkpoint_every=steps)
