@@ -230,8 +230,9 @@ def main() -> None:
                                              plan, args))
             save()
     log(f"sweep over p_m, p_c on {args.sweep_task}, seed 0:")
-    results["sweep"] = sweep(ALL_TASKS[args.sweep_task](args.n_train, args.n_eval), v1, updates, tokenizer,
-                             plan, args, results.get("sweep") or {}, save)
+    results["sweep"] = results.get("sweep") or {}  # filled in place, so every save() has the rows so far
+    sweep(ALL_TASKS[args.sweep_task](args.n_train, args.n_eval), v1, updates, tokenizer, plan, args,
+          results["sweep"], save)
     save()
     print_tables(results)
     chart(results, args.out.with_suffix(".png"))
