@@ -14,10 +14,9 @@ two claims of different rows would otherwise each count without seeing the other
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-
-from dataclasses import dataclass
 
 from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.orm import Session, aliased, sessionmaker

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 HELD_OUT_SEQ_LEN = 256
+HELD_OUT_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def updated_base(v1_dir: Path, cache: Path, config: UpdateConfig, log=print) -> 
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
     schedule = get_cosine_schedule_with_warmup(optimizer, max(1, int(config.warmup_ratio * config.steps)),
                                                config.steps)
-    before = mean_loss(model, held, 4)
+    before = mean_loss(model, held, HELD_OUT_BATCH)
     rng = random.Random(config.seed)
     started = time.perf_counter()
     model.train()
@@ -102,7 +103,7 @@ def updated_base(v1_dir: Path, cache: Path, config: UpdateConfig, log=print) -> 
         if step % 10 == 0:
             log(f"  update step {step}/{config.steps}: loss {loss.item():.3f}")
     seconds = time.perf_counter() - started
-    after = mean_loss(model, held, 4)
+    after = mean_loss(model, held, HELD_OUT_BATCH)
     staging = cache / f".staging-{config.key()}"
     shutil.rmtree(staging, ignore_errors=True)
     model.to(torch.bfloat16).save_pretrained(staging, safe_serialization=True)

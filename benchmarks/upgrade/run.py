@@ -9,7 +9,7 @@ moved adapter: the migration gate's decision on a tenant-sized eval set and the 
 examples the gate did not see. Then a sweep over Trans-PEFT's p_m and p_c (and a longer run) on
 one task, scored on v1 and on every v2.
 
-    .venv/bin/python benchmarks/upgrade/run.py            # the published run: ~1.5 h on a 2-core CPU
+    .venv/bin/python benchmarks/upgrade/run.py            # all three tasks: ~2.5 h on a 2-core CPU alone
     .venv/bin/python benchmarks/upgrade/run.py --quick    # a smoke run (minutes)
 
 Writes benchmarks/results/upgrade.json (after every task and sweep row; ``--resume`` carries on
@@ -40,7 +40,7 @@ from migration.compatibility.weight_change import compare_weights, compatibility
 
 WORK = CACHE / "upgrade"
 # FFN-only at rising strength (~1/2/4.5% weight change), a longer gentle FFN-only update (a better
-# model that still moves the FFN ~3%), and a pilot-like update of every weight.
+# model; it moved the FFN 1.84%), and a pilot-like update of every weight.
 DEFAULT_UPDATES = ["ffn:5e-4:45", "ffn:1e-3:45", "ffn:2e-3:45", "ffn:5e-4:150", "all:1e-3:45"]
 
 
