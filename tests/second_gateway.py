@@ -25,12 +25,23 @@ class SecondGateway:
     proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "server.cli.main", "serve"],
-                                     env={**os.environ, **self.env}, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:  # kept for the failure message of the test
+            self.proc = subprocess.Popen([sys.executable, "-m", "server.cli.main", "serve"],
+                                         env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
         if not wait_until_ready(self.url, 120):
             self.kill()
             raise TimeoutError("second gateway did not become ready")
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "gateway.log"
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of this gateway's log, for assertion messages."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
 
     def kill(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)
@@ -45,9 +56,10 @@ class SecondGateway:
                           headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()["api_key"]
 
 
-def second_gateway(gateway, tiny_base_dir: Path, data_dir: Path, worker_url: str | None = None) -> SecondGateway:
+def second_gateway(gateway, tiny_base_dir: Path, data_dir: Path,
+                   worker_url: str | list[str] | None = None) -> SecondGateway:
     """Import the tiny base into ``data_dir`` and start a gateway process on it, in front of the
-    session's worker (or of ``worker_url``)."""
+    session's worker (or of ``worker_url``: one URL or several)."""
     database_url = fresh_database_url(data_dir)
     engine = make_engine(database_url)
     upgrade_schema(engine)

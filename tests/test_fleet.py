@@ -159,8 +159,9 @@ def test_a_worker_killed_mid_traffic_costs_only_its_requests_in_flight(fleet, se
         t.join(60)
     results = [o for out in outcomes for o in out]
     failed = [o for o in results if not o.ok]
-    assert len(failed) <= len(clients), failed  # at most the one request each client had in flight
-    assert all(o.started <= dead_at for o in failed), failed
+    logs = "\n".join(f"--- gateway {name} ---\n{server.log_tail()}" for name, server in gateways.items())
+    assert len(failed) <= len(clients), (failed, logs)  # at most the one request each client had in flight
+    assert all(o.started <= dead_at for o in failed), (dead_at, failed, logs)
     later = [o for o in results if o.started > dead_at + 0.5]
     assert all(o.ok and o.worker == "tiny@1#0" for o in later)  # the other worker took over at once
 

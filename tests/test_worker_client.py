@@ -4,40 +4,17 @@ socket that misbehaves on cue, since a real kill lands in any of these cases by 
 
 import asyncio
 import socket
-import struct
-import threading
 
 import pytest
 
 from server.engine.worker_client import WorkerClient
 from server.errors import WorkerUnavailableError, WorkerUnreachableError
-
-
-def misbehaving_server(how: str) -> tuple[str, socket.socket]:
-    """Accepts connections, reads the request, then: 'reset' (RST, as a killed process's kernel
-    may send), 'close' (FIN without a response), or 'hang' (never answers)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            conn.recv(65536)
-            if how == "reset":
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                conn.close()
-            elif how == "close":
-                conn.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return f"http://127.0.0.1:{listener.getsockname()[1]}", listener
+from tests.misbehaving_worker import misbehaving_worker
 
 
 @pytest.mark.parametrize("how", ["reset", "close"])
 def test_a_connection_dropped_before_any_answer_can_be_sent_again(how):
-    url, listener = misbehaving_server(how)
+    url, listener = misbehaving_worker(how)
 
     async def call():
         client = WorkerClient("w", url, timeout_s=5)
@@ -56,7 +33,7 @@ def test_a_refused_connection_is_marked_refused_and_a_timeout_is_not_resent():
     free = socket.create_server(("127.0.0.1", 0))
     port = free.getsockname()[1]
     free.close()
-    url, listener = misbehaving_server("hang")
+    url, listener = misbehaving_worker("hang")
 
     async def call(target: str, timeout_s: float):
         client = WorkerClient("w", target, timeout_s=timeout_s)

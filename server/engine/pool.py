@@ -116,12 +116,13 @@ class WorkerPool:
         if ref not in self._groups:
             raise WorkerRetiredError(f"no worker serves {ref} on this gateway")
 
-    def pick(self, ref: str, lora_name: str | None = None) -> WorkerSlot:
-        """The worker that serves the next request for ``ref`` (and adapter ``lora_name``)."""
+    def pick(self, ref: str, lora_name: str | None = None, avoid: frozenset[str] = frozenset()) -> WorkerSlot:
+        """The worker that serves the next request for ``ref`` (and adapter ``lora_name``); a
+        retry names in ``avoid`` the workers that just failed it, used only when no other is ready."""
         group = self._groups.get(ref)
         if group is None:
             raise WorkerRetiredError(f"no worker serves {ref} on this gateway")
-        ready = [s for s in group if s.worker.ready]
+        ready = [s for s in group if s.worker.ready and s.name not in avoid] or [s for s in group if s.worker.ready]
         if not ready:
             states = ", ".join(sorted({s.worker.state.value for s in group}))
             raise WorkerUnavailableError(f"no worker for {ref} is ready ({states}); retry shortly")
@@ -139,8 +140,9 @@ class WorkerPool:
         if policy == "round_robin":
             return ready[next(self._round_robin) % len(ready)]
         ranked = sorted(group, key=lambda s: rendezvous_score(lora_name, s.worker.client.url), reverse=True)
+        usable = {s.name for s in ready}
         homes = [s for s in ranked[:self.settings.adapter_home_workers]
-                 if s.worker.ready and s.in_flight < self.settings.worker_saturation]
+                 if s.name in usable and s.in_flight < self.settings.worker_saturation]
         return min(homes or ready, key=lambda s: s.in_flight)
 
     async def _discover(self, slot: WorkerSlot) -> None:

@@ -198,6 +198,7 @@ class ExternalWorker:
         self.generation = 0
         self._task: asyncio.Task | None = None
         self.log_path = None
+        self._unreachable_marks = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._watch(), name=f"watch {self.name}")
@@ -214,7 +215,10 @@ class ExternalWorker:
 
     async def _watch(self) -> None:
         while True:
+            marks = self._unreachable_marks
             up = await self.client.healthy()
+            if marks != self._unreachable_marks:
+                up = False  # a request failed to connect while this check was under way: trust it until the next one
             if up and self.state != WorkerState.ready:
                 self.generation += 1  # it may have restarted: its adapters may be gone
             self.state = WorkerState.ready if up else WorkerState.restarting
@@ -223,6 +227,7 @@ class ExternalWorker:
 
     def mark_unreachable(self) -> None:
         """A request could not connect: route around it until its health check passes again."""
+        self._unreachable_marks += 1
         if self.state == WorkerState.ready:
             self.state = WorkerState.restarting
             self.metrics.worker_up.labels(self.name).set(0)

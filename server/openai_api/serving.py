@@ -3,6 +3,7 @@ right worker, forward the request, and stream the answer back under the caller's
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -20,6 +21,8 @@ from server.errors import (PeftServeError, WorkerRequestError, WorkerRetiredErro
 from server.metrics import GatewayMetrics
 from server.openai_api.model_resolution import Target, resolve_model
 from server.ttl_cache import TtlCache
+
+log = logging.getLogger(__name__)
 
 
 # Names the base version that served a response: after a base-model upgrade, clients and
@@ -87,12 +90,16 @@ class OpenAIServing:
         labels = self.metrics.labels(tenant.name, target.adapter_label, target.base_ref)
         self.metrics.requests.labels(**labels, endpoint=endpoint).inc()
         try:
+            failed: frozenset[str] = frozenset()  # workers that gave no answer: the retry goes elsewhere
             for _ in range(3):
                 try:
-                    return await self._forward(target, endpoint, body, labels, started)
+                    return await self._forward(target, endpoint, body, labels, started, failed)
                 except _AdapterGone as gone:
                     gone.slot.residency.forget(target.lora_name)
-                except _WorkerDown as down:  # no answer came: send it again (elsewhere if refused)
+                except _WorkerDown as down:  # no answer came: send it again, to another worker if one is ready
+                    log.warning("worker %s %s; sending the request again", down.slot.name,
+                                "refused the connection" if down.refused else "dropped the connection unanswered")
+                    failed |= {down.slot.name}
                     if down.refused:
                         down.slot.worker.mark_unreachable()
             raise WorkerUnavailableError("the workers of this model failed this request three times; retry shortly")
@@ -100,8 +107,9 @@ class OpenAIServing:
             self.metrics.errors.labels(**labels, code=e.code).inc()
             raise
 
-    async def _forward(self, target: Target, endpoint: str, body: dict, labels: dict, started: float):
-        slot = self.pool.pick(target.base_ref, target.lora_name)
+    async def _forward(self, target: Target, endpoint: str, body: dict, labels: dict, started: float,
+                       avoid: frozenset[str]):
+        slot = self.pool.pick(target.base_ref, target.lora_name, avoid)
         worker_body = dict(body, model=target.lora_name or WORKER_BASE_NAME)
         stream = bool(body.get("stream"))
         client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
