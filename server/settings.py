@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     port: int = 8000
     """Port the gateway listens on."""
 
+    keep_alive_s: float = Field(default=75.0, gt=0)
+    """How long an idle client connection stays open. Longer than the idle timeout of the load
+    balancers in front (AWS ALB: 60 s; uvicorn's own default is 5 s), so that they close idle
+    connections, not us: a server closing one races a request the client is sending on it, which
+    the client sees as a connection reset."""
+
     access_log: bool = False
     """Log every HTTP request (off by default: it costs CPU on the request path; /metrics counts them)."""
 

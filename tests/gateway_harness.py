@@ -88,7 +88,8 @@ class Gateway:
 
 def start_gateway(settings: Settings) -> Gateway:
     app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on",
+                            timeout_keep_alive=settings.keep_alive_s)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="gateway", daemon=True)
     thread.start()

@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -77,6 +78,21 @@ def test_gateways_share_tenants_adapters_and_deletions(fleet, lora_factory):
         while via_a.post("/v1/completions", json={"model": "both", "prompt": "Hi", "max_tokens": 1}).status_code != 404:
             assert time.monotonic() < deadline, "gateway a still serves a deleted adapter"  # within its cache TTL
             time.sleep(0.2)
+
+
+def test_an_idle_client_connection_stays_open_past_uvicorns_default_keep_alive(fleet):
+    """A load balancer reuses idle connections; if the gateway closed them first (uvicorn's 5 s),
+    a request sent as it closes one is reset. Same socket, two requests 6 s apart."""
+    gateways, _ = fleet
+    host, port = gateways["a"].url.removeprefix("http://").split(":")
+    request = f"GET /health HTTP/1.1\r\nhost: {host}\r\n\r\n".encode()
+    with socket.create_connection((host, int(port)), timeout=10) as conn, conn.makefile("rb") as answers:
+        for pause in (0, 6):
+            time.sleep(pause)
+            conn.sendall(request)
+            assert answers.readline().startswith(b"HTTP/1.1 200 "), f"no answer after {pause} s idle"
+            headers = dict(line.decode().lower().strip().split(": ", 1) for line in iter(answers.readline, b"\r\n"))
+            answers.read(int(headers["content-length"]))
 
 
 ROUTED = [f"routed-{i}" for i in range(12)]

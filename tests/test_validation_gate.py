@@ -92,3 +92,28 @@ async def test_eval_sets_run_on_a_real_worker_and_feed_the_gate(gateway, lora_fa
     assert changed.agreement < 1.0 and decide(changed, GateThresholds()).decision == "kept_on_old"
     scored = measure(adapter_out, again, floor_outputs=base_out, expected=[i.expected for i in items])
     assert scored.kind == "eval_set" and scored.items == 3
+
+
+def flags(right: int, of: int) -> list[bool]:
+    return [True] * right + [False] * (of - right)
+
+
+def test_the_retention_bound_widens_with_fewer_items_and_can_be_judged_on():
+    # Old base 20/40 right; new base keeps 19 of them: retention 95%, but 40 items at 50%
+    # accuracy vouch for much less; 400 items with the same shares vouch for nearly all of it.
+    small = measure(["a" if f else "x" for f in flags(20, 40)], ["a" if f else "x" for f in flags(19, 40)],
+                    floor_outputs=["x"] * 40, expected=["a"] * 40)
+    large = measure(["a" if f else "x" for f in flags(200, 400)], ["a" if f else "x" for f in flags(190, 400)],
+                    floor_outputs=["x"] * 400, expected=["a"] * 400)
+    assert small.retention == large.retention == pytest.approx(0.95)
+    assert small.retention_lower < 0.9 < large.retention_lower < 0.95 and small.confidence == 0.95
+    assert decide(small, GateThresholds()).decision == "migrated"  # the estimate passes
+    kept = decide(small, GateThresholds(retention_confidence=0.95))
+    assert kept.decision == "kept_on_old" and "larger eval set" in kept.reasons[0]
+    assert decide(large, GateThresholds(retention_confidence=0.95)).decision == "migrated"
+
+
+def test_the_retention_bound_is_the_estimate_when_every_item_agrees():
+    same = measure(["a"] * 30, ["a"] * 30, floor_outputs=["x"] * 30, expected=["a"] * 30)
+    assert same.retention == same.retention_lower == 1.0
+    assert decide(same, GateThresholds(retention_confidence=0.95)).decision == "migrated"

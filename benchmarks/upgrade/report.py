@@ -29,6 +29,17 @@ def _pct(value) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
+def gate_counts(task: dict, key: str = "gate") -> dict:
+    """How the gate's decisions (``key``: "gate" or "cautious_gate") compare with the truth on
+    unseen items: wrong migrations (moved, truth says keep) and cautious misses (the reverse)."""
+    checks = [s["updates"][label][f"{m}_gate"] for s in task["seeds"] for label in task["updates"]
+              for m in ("lora", "trans_peft")]
+    pairs = [(c[key]["decision"], c["truth"]["decision"]) for c in checks if key in c]
+    return {"total": len(pairs), "agree": sum(g == t for g, t in pairs),
+            "wrong_migrations": sum(g == "migrated" != t for g, t in pairs),
+            "cautious_misses": sum(t == "migrated" != g for g, t in pairs)}
+
+
 def print_tables(results: dict) -> None:
     print("\nbase updates (v1 -> v2):")
     print(f"  {'update':<20} {'FFN change':>10} {'attn change':>11} {'held-out loss':>16} {'update s':>9}")
@@ -48,7 +59,6 @@ def print_tables(results: dict) -> None:
                   f"{_pct(s['gap_closed_by_trans_peft']):>10} {s['trans_peft_vs_lora_mcnemar_p']:>9.2g}")
 
     print("\nmigration gate on moved adapters (decision on the gate's items / same rule on unseen items):")
-    agree = total = 0
     for t in results["tasks"]:
         for label in t["updates"]:
             parts = []
@@ -56,12 +66,16 @@ def print_tables(results: dict) -> None:
                 per = s["updates"][label]
                 for method in ("lora", "trans_peft"):
                     check = per[f"{method}_gate"]
-                    agree, total = agree + check["agrees"], total + 1
                     parts.append(f"{'L' if method == 'lora' else 'T'}{s['seed']} "
                                  f"{check['gate']['decision'][:4]}/{check['truth']['decision'][:4]}")
             print(f"  {t['task']:<14} {label:<20} " + "  ".join(parts))
-    if total:
-        print(f"  gate agrees with the unseen items on {agree}/{total} moved adapters")
+    for rule, key in (("estimate (default)", "gate"), ("95% lower bound (retention_confidence)", "cautious_gate")):
+        for t in results["tasks"]:
+            counts = gate_counts(t, key)
+            if counts["total"]:
+                print(f"  {t['task']:<14} gate on the retention {rule}: {counts['agree']}/{counts['total']} agree "
+                      f"with the unseen items; {counts['wrong_migrations']} wrong migrations, "
+                      f"{counts['cautious_misses']} cautious misses")
 
     sweep = results.get("sweep")
     if sweep:

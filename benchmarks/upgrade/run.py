@@ -67,6 +67,11 @@ def mcnemar_p(a: list[bool], b: list[bool]) -> float:
     return min(1.0, 2 * tail)
 
 
+def flag_string(flags: list[bool]) -> str:
+    """Right/wrong per eval item as '1'/'0', kept in the JSON so gate rules can be re-judged."""
+    return "".join("1" if f else "0" for f in flags)
+
+
 def build_updates(v1: Path, specs: list[str]) -> list[dict]:
     updates = []
     for spec in specs:
@@ -91,7 +96,8 @@ def run_task(task: Task, v1: Path, updates: list[dict], tokenizer, plan: Trainin
         tp, tp_s = train_cached(WORK, v1, task, plan, method="trans-peft", seed=seed)
         flags = {"lora": score(v1, lora, task.eval, tokenizer), "trans_peft": score(v1, tp, task.eval, tokenizer)}
         row = {"seed": seed, "lora_v1": accuracy(flags["lora"]), "trans_peft_v1": accuracy(flags["trans_peft"]),
-               "train_s": {"lora": lora_s, "trans_peft": tp_s}, "updates": {}}
+               "train_s": {"lora": lora_s, "trans_peft": tp_s}, "updates": {},
+               "flags_v1": {method: flag_string(f) for method, f in flags.items()}}
         for u in updates:
             started = time.perf_counter()
             moved = {"lora": score(u["dir"], lora, task.eval, tokenizer),
@@ -104,6 +110,7 @@ def run_task(task: Task, v1: Path, updates: list[dict], tokenizer, plan: Trainin
                                                        accuracy(adapter_flags))
                 per[f"{method}_gate"] = gate_check(flags[method], bare_v2[u["label"]], adapter_flags,
                                                    args.gate_items)
+                per[f"{method}_flags"] = flag_string(adapter_flags)
             row["updates"][u["label"]] = per
         log(f"  seed {seed}: LoRA v1 {row['lora_v1']:.3f}, TP v1 {row['trans_peft_v1']:.3f}; moved "
             + "; ".join(f"[{k}] LoRA {v['lora_direct_v2']:.3f} TP {v['trans_peft_direct_v2']:.3f}"
@@ -129,7 +136,7 @@ def run_task(task: Task, v1: Path, updates: list[dict], tokenizer, plan: Trainin
         log(f"  [{label}] bare v2 {summary['bare_v2']:.3f}, LoRA moved {summary['lora_direct_v2'][0]:.3f}, "
             f"TP moved {summary['trans_peft_direct_v2'][0]:.3f}, re-trained {summary['lora_retrained_v2'][0]:.3f}")
     return {"task": task.name, "n_train": len(task.train), "n_eval": len(task.eval),
-            "bare_v1": accuracy(bare_v1), "lora_v1": mean_sd([s["lora_v1"] for s in seeds]),
+            "bare_v2_flags": {label: flag_string(f) for label, f in bare_v2.items()}, "bare_v1": accuracy(bare_v1), "lora_v1": mean_sd([s["lora_v1"] for s in seeds]),
             "trans_peft_v1": mean_sd([s["trans_peft_v1"] for s in seeds]), "seeds": seeds, "updates": per_update}
 
 
@@ -183,6 +190,9 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="re-print the tables and chart of --out")
     parser.add_argument("--resume", action="store_true",
                         help="keep the tasks and sweep rows already in --out; run only what is missing")
+    parser.add_argument("--redo", nargs="+", default=[], choices=list(ALL_TASKS),
+                        help="with --resume: run these finished tasks again (trained adapters are cached, so "
+                             "this re-scores them, e.g. after a change to the gate)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "upgrade.json")
     args = parser.parse_args()
     if args.quick:
@@ -215,7 +225,8 @@ def main() -> None:
         previous = json.loads(args.out.read_text())
         if [u["info"]["config"] for u in previous["updates"]] != [u["info"]["config"] for u in results["updates"]]:
             parser.error(f"--resume: {args.out} was made with other base updates")
-        results.update(tasks=previous["tasks"], sweep=previous.get("sweep", {}))
+        results.update(tasks=[t for t in previous["tasks"] if t["task"] not in args.redo],
+                       sweep=previous.get("sweep", {}))
         earlier_s = previous.get("seconds", 0.0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -228,6 +239,7 @@ def main() -> None:
         if name not in finished:
             results["tasks"].append(run_task(ALL_TASKS[name](args.n_train, args.n_eval), v1, updates, tokenizer,
                                              plan, args))
+            results["tasks"].sort(key=lambda t: list(ALL_TASKS).index(t["task"]))
             save()
     log(f"sweep over p_m, p_c on {args.sweep_task}, seed 0:")
     results["sweep"] = results.get("sweep") or {}  # filled in place, so every save() has the rows so far

@@ -80,6 +80,6 @@ async def try_adapter(adapter: Adapter, new_version: BaseVersion, old: WorkerSlo
         with new.request():
             floor = await run(new, WORKER_BASE_NAME)
     evidence = measure(reference, candidate, floor_outputs=floor, expected=expected,
-                       mode=adapter.eval_scoring or "exact_match")
+                       mode=adapter.eval_scoring or "exact_match", confidence=thresholds.retention_confidence or 0.95)
     return decide(evidence, thresholds)
 

@@ -43,7 +43,8 @@ def _fmt(value) -> str:
 
 def report_html(job: dict) -> str:
     chart = base64.b64encode(scores_chart_png(job)).decode()
-    columns = ["reference", "floor", "candidate", "retention", "gain_kept", "negative_flip_rate", "agreement"]
+    columns = ["reference", "floor", "candidate", "retention", "retention_lower", "gain_kept", "negative_flip_rate",
+               "agreement"]
     rows = []
     for i in job["items"]:
         e = i["evidence"] or {}

@@ -40,7 +40,7 @@ def serve(
     key_hint = "PEFTSERVE_ADMIN_KEY" if settings.admin_key else admin_key_path(settings)
     console.print(f"peftserve on http://{settings.host}:{settings.port} (admin key: {key_hint})")
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="info",
-                access_log=settings.access_log)
+                access_log=settings.access_log, timeout_keep_alive=settings.keep_alive_s)
 
 
 @base_app.command("import")

@@ -29,10 +29,20 @@ def _items_table(job: dict):
         rows.append({"adapter": f"{i['tenant']}/{i['adapter']}@{i['adapter_version']}", "trained": i["trained_with"],
                      "decision": i["decision"] or i["state"], "ref": pct(e.get("reference")),
                      "floor": pct(e.get("floor")), "cand": pct(e.get("candidate")),
+                     "retention (lower)": _retention(e),
                      "gain kept": pct(e.get("gain_kept")), "agree": pct(e.get("agreement")),
                      "served on": i["served_on"], "reasons": "; ".join(i["reasons"])})
-    columns = ["adapter", "trained", "decision", "ref", "floor", "cand", "gain kept", "agree", "served on", "reasons"]
+    columns = ["adapter", "trained", "decision", "ref", "floor", "cand", "retention (lower)", "gain kept", "agree",
+               "served on", "reasons"]
     return make_table(_summary(job), rows, columns)
+
+
+def _retention(evidence: dict) -> str:
+    """'92% (71%)': the estimate and its lower confidence bound (how far a small eval set can vouch)."""
+    if evidence.get("retention") is None:
+        return ""
+    lower = evidence.get("retention_lower")
+    return f"{evidence['retention']:.0%}" + ("" if lower is None else f" ({lower:.0%})")
 
 
 def _watch(url: str | None, as_json: bool, job: dict, poll_s: float = 1.0) -> dict:
