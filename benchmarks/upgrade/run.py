@@ -170,7 +170,7 @@ def sweep_point(text: str) -> tuple[float, float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=["word_reversal", "stdlib_module", "unicode_char"],
+    parser.add_argument("--tasks", nargs="+", default=["word_reversal", "stdlib_module", "html_entity"],
                         choices=list(ALL_TASKS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--retrain-seeds", type=int, default=1, help="seeds of the re-trained bound per update")
@@ -239,7 +239,7 @@ def main() -> None:
         if name not in finished:
             results["tasks"].append(run_task(ALL_TASKS[name](args.n_train, args.n_eval), v1, updates, tokenizer,
                                              plan, args))
-            results["tasks"].sort(key=lambda t: list(ALL_TASKS).index(t["task"]))
+            results["tasks"].sort(key=lambda t: args.tasks.index(t["task"]) if t["task"] in args.tasks else 99)
             save()
     log(f"sweep over p_m, p_c on {args.sweep_task}, seed 0:")
     results["sweep"] = results.get("sweep") or {}  # filled in place, so every save() has the rows so far

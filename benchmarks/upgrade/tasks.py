@@ -1,12 +1,16 @@
-"""Three tasks with real data available offline, each with fixed train and eval splits and an
+"""Tasks with real data available offline, each with fixed train and eval splits and an
 automatic score (teacher-forced exact match of the answer tokens):
 
 - ``stdlib_module``: which standard-library module defines a Python function (knowledge:
   read off this Python's own modules);
-- ``unicode_char``: the character with a given Unicode name (knowledge: Python's unicodedata);
-- ``word_reversal``: reverse 3-5 words (a pattern task, the pilot's).
+- ``html_entity``: the character an HTML entity stands for (knowledge the model met in web
+  text: Python's html.entities, the HTML 4 names plus the letter entities of HTML 5);
+- ``word_reversal``: reverse 3-5 words (a pattern task, the pilot's);
+- ``unicode_char``: the character with a given Unicode name (knowledge: Python's unicodedata).
+  Too hard for this model: 100 LoRA steps reach 5.6%, so it is not in the default grid.
 """
 
+import html.entities
 import importlib
 import inspect
 import random
@@ -70,6 +74,20 @@ def unicode_char(n_train: int, n_eval: int) -> Task:
     return Task("unicode_char", *_split(examples, n_train, n_eval))
 
 
+def html_entity(n_train: int, n_eval: int) -> Task:
+    html4 = {f"{name};" for name in html.entities.name2codepoint}
+    by_char: dict[str, str] = {}  # one entity per character (the shortest name), so no answer leaks across splits
+    for name, char in sorted(html.entities.html5.items(), key=lambda kv: (len(kv[0]), kv[0])):
+        if not (name.endswith(";") and len(char) == 1 and 127 < ord(char) <= 0xFFFF and char.isprintable()):
+            continue
+        # HTML 4's names, and letters (accented, Greek, Cyrillic) but not the math alphabets (scr/fr/opf)
+        if name in html4 or (char.isalpha() and name[:-1].isalpha() and not name[:-1].endswith(("scr", "fr", "opf"))):
+            by_char.setdefault(char, name)
+    examples = [Example(f"The HTML entity &{name} stands for the character", f" {char}")
+                for char, name in by_char.items()]
+    return Task("html_entity", *_split(examples, n_train, n_eval))
+
+
 def word_reversal(n_train: int, n_eval: int) -> Task:
     rng = random.Random(1)
     examples = set()
@@ -79,4 +97,5 @@ def word_reversal(n_train: int, n_eval: int) -> Task:
     return Task("word_reversal", *_split(list(examples), n_train, n_eval))
 
 
-ALL_TASKS = {"stdlib_module": stdlib_module, "unicode_char": unicode_char, "word_reversal": word_reversal}
+ALL_TASKS = {"stdlib_module": stdlib_module, "html_entity": html_entity, "unicode_char": unicode_char,
+             "word_reversal": word_reversal}
