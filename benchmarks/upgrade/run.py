@@ -11,6 +11,8 @@ one task, scored on v1 and on every v2.
 
     .venv/bin/python benchmarks/upgrade/run.py            # all three tasks: ~2.5 h on a 2-core CPU alone
     .venv/bin/python benchmarks/upgrade/run.py --quick    # a smoke run (minutes)
+    .venv/bin/python benchmarks/upgrade/run.py --steps 250 --tasks word_reversal --sweep \
+        --out benchmarks/results/upgrade-250.json         # at convergence: ~1 h per task
 
 Writes benchmarks/results/upgrade.json (after every task and sweep row; ``--resume`` carries on
 from there) and upgrade.png; trained adapters and every v2 are cached in .cache/bench/upgrade/, so a rerun
