@@ -138,7 +138,8 @@ def run_task(task: Task, v1: Path, updates: list[dict], tokenizer, plan: Trainin
         log(f"  [{label}] bare v2 {summary['bare_v2']:.3f}, LoRA moved {summary['lora_direct_v2'][0]:.3f}, "
             f"TP moved {summary['trans_peft_direct_v2'][0]:.3f}, re-trained {summary['lora_retrained_v2'][0]:.3f}")
     return {"task": task.name, "n_train": len(task.train), "n_eval": len(task.eval),
-            "bare_v2_flags": {label: flag_string(f) for label, f in bare_v2.items()}, "bare_v1": accuracy(bare_v1), "lora_v1": mean_sd([s["lora_v1"] for s in seeds]),
+            "bare_v2_flags": {label: flag_string(f) for label, f in bare_v2.items()},
+            "bare_v1": accuracy(bare_v1), "lora_v1": mean_sd([s["lora_v1"] for s in seeds]),
             "trans_peft_v1": mean_sd([s["trans_peft_v1"] for s in seeds]), "seeds": seeds, "updates": per_update}
 
 
