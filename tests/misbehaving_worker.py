@@ -8,13 +8,18 @@ import threading
 
 def misbehaving_worker(how: str) -> tuple[str, socket.socket]:
     """Accepts connections, reads the request, then: 'reset' (RST, as a killed process's kernel
-    may send), 'close' (FIN without a response), 'hang' (never answers), or 'half_dead' (answers
-    GET /health, resets everything else: it died between two health checks, or half of it did).
+    may send), 'close' (FIN without a response), 'hang' (never answers), 'half_dead' (answers
+    GET /health, resets everything else: it died between two health checks, or half of it did),
+    or 'slow_health' (answers GET /health after 1 s, so a test can act while a check is under way).
     Returns its URL and the listening socket (close it to stop)."""
     listener = socket.create_server(("127.0.0.1", 0))
 
     def reset(conn: socket.socket) -> None:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+
+    def answer_health(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
         conn.close()
 
     def serve() -> None:
@@ -24,9 +29,10 @@ def misbehaving_worker(how: str) -> tuple[str, socket.socket]:
             except OSError:
                 return
             request = conn.recv(65536)
-            if how == "half_dead" and request.startswith(b"GET /health "):
-                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                conn.close()
+            if how == "slow_health" and request.startswith(b"GET /health "):
+                threading.Timer(1.0, answer_health, (conn,)).start()
+            elif how == "half_dead" and request.startswith(b"GET /health "):
+                answer_health(conn)
             elif how in ("reset", "half_dead"):
                 reset(conn)
             elif how == "close":

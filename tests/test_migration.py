@@ -86,6 +86,7 @@ def test_decisions_follow_the_measured_scores(upgrade, trained, noop_dir, lora_f
         e = items[name]["evidence"]
         assert e["kind"] == "eval_set" and e["items"] == 8 and items[name]["trained_with"] == method
         assert e["reference"] >= 0.75 and e["floor"] <= 0.25, e  # learned on v1; the bare base cannot
+        assert e["confidence"] == 0.95 and 0.0 <= e["retention_lower"] <= e["retention"], e  # how far 8 items vouch
         assert items[name]["decision"] == "migrated", items[name]  # attention LoRA survives an FFN update
 
     noop = items["noop"]["evidence"]  # silent no-op: on v2 the adapter does exactly nothing
