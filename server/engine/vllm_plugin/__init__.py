@@ -1,0 +1,44 @@
+"""peftserve's vLLM general plugin (entry point ``vllm.general_plugins``: ``peftserve``).
+
+vLLM calls :func:`register` once in every process it starts (API server, engine core, workers)
+before a model is built. Runs inside the vLLM worker: it must not import the gateway (settings,
+registry, FastAPI), only vLLM, torch and this package.
+"""
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+# The CPU wrapper vLLM would use; ours replaces it on the CPU platform only.
+UPSTREAM_CPU_WRAPPER = "vllm.lora.punica_wrapper.punica_cpu.PunicaWrapperCPU"
+GROUPED_CPU_WRAPPER = "server.engine.vllm_plugin.grouped_lora_cpu.GroupedPunicaWrapperCPU"
+
+# "peftserve" (default) or "vllm" (vLLM's own CPU path, for A/B runs and as an escape hatch).
+KERNEL_ENV = "PEFTSERVE_LORA_KERNEL"
+
+
+def lora_kernel() -> str:
+    value = os.environ.get(KERNEL_ENV, "peftserve").strip().lower()
+    if value not in ("peftserve", "vllm"):
+        raise ValueError(f"{KERNEL_ENV}={value!r}: expected 'peftserve' or 'vllm'")
+    return value
+
+
+def register(platform=None) -> str | None:
+    """Make the CPU platform build our LoRA wrapper; on any other platform change nothing.
+
+    Returns the wrapper's qualified name when it was installed, None otherwise. ``platform`` is
+    vLLM's current platform unless a test passes another one.
+    """
+    if platform is None:
+        from vllm.platforms import current_platform as platform
+    if not platform.is_cpu() or lora_kernel() != "peftserve":
+        return None
+    # CpuPlatform resolves the wrapper class by qualified name when a LoRA manager is built
+    # (vllm/lora/punica_wrapper/punica_selector.py); overriding that one classmethod on the
+    # platform class is the whole substitution, and it is idempotent (plugins load per process).
+    platform_cls = type(platform)
+    platform_cls.get_punica_wrapper = classmethod(lambda cls: GROUPED_CPU_WRAPPER)
+    log.info("peftserve: CPU LoRA path replaced by %s", GROUPED_CPU_WRAPPER)
+    return GROUPED_CPU_WRAPPER

