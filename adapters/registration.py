@@ -44,10 +44,12 @@ class TenantQuota:
 
 
 class AdapterRegistration:
-    def __init__(self, registry: Registry, blobs: BlobStore, *, max_rank: int, quota: TenantQuota):
+    def __init__(self, registry: Registry, blobs: BlobStore, *, max_rank: int, served_targets: frozenset[str],
+                 quota: TenantQuota):
         self.registry = registry
         self.blobs = blobs
         self.max_rank = max_rank
+        self.served_targets = served_targets
         self.quota = quota
 
     def register(self, tenant: Tenant, sub: AdapterSubmission, training_metadata: dict | None = None) -> Adapter:
@@ -60,7 +62,7 @@ class AdapterRegistration:
         if sub.name == base.base_model.name:
             raise InvalidRequestError(f"adapter name {sub.name!r} is taken by a base model", param="name")
 
-        config = parse_lora_config(sub.config_json, max_rank=self.max_rank)
+        config = parse_lora_config(sub.config_json, max_rank=self.max_rank, served_targets=self.served_targets)
         if sub.weights_filename.lower().endswith(PICKLE_SUFFIXES):
             raise AdapterInvalidError(f"{sub.weights_filename!r}: only safetensors weights are accepted; "
                                       "pickle-based files run code on load", code="pickle_not_allowed",

@@ -74,13 +74,15 @@ def build_services(settings: Settings) -> Services:
     pool = WorkerPool(settings, metrics)
     materializer = AdapterMaterializer(blobs, settings.adapters_dir)
     quota = TenantQuota(max_adapters=settings.tenant_max_adapters, max_bytes=settings.tenant_max_bytes)
-    registration = AdapterRegistration(registry, blobs, max_rank=settings.max_lora_rank, quota=quota)
+    served_targets = frozenset(settings.lora_target_modules)
+    registration = AdapterRegistration(registry, blobs, max_rank=settings.max_lora_rank,
+                                       served_targets=served_targets, quota=quota)
     live_check = LiveCheck(registry, pool, materializer, registration, settings.worker_startup_timeout_s)
     serving = OpenAIServing(registry, pool, materializer, metrics, TtlCache(settings.lookup_cache_ttl_s))
     adapters = AdapterService(settings, registry, registration, live_check, pool, materializer,
                               on_change=serving.forget_resolutions)
     fine_tuning = FineTuningService(registry, FineTuningRepository(sessions), blobs, settings.data_dir / "fine_tuning",
-                                    max_rank=settings.max_lora_rank)
+                                    max_rank=settings.max_lora_rank, served_targets=served_targets)
     owner = gateway_instance_name(settings)
     runner = FineTuningRunner(fine_tuning, adapters, max_concurrent=settings.fine_tuning_max_concurrent,
                               max_per_tenant=settings.fine_tuning_max_per_tenant, owner=owner,
@@ -91,7 +93,7 @@ def build_services(settings: Settings) -> Services:
     trial_settings = TrialSettings(
         sample_prompts=settings.migration_sample_prompts, max_tokens=settings.migration_eval_max_tokens,
         max_items=settings.migration_eval_max_items, concurrency=settings.migration_eval_concurrency,
-        max_rank=settings.max_lora_rank)
+        max_rank=settings.max_lora_rank, served_targets=served_targets)
     migration_runner = MigrationRunner(migrations, registry, served, blobs, materializer, trial_settings, metrics,
                                        owner=owner, lease_s=settings.job_lease_s,
                                        on_change=serving.forget_resolutions)

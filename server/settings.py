@@ -22,6 +22,10 @@ DEFAULT_SAMPLE_PROMPTS = [
 ]
 
 
+# The linear modules of a Llama-style decoder layer, as PEFT names them.
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
 class Settings(BaseSettings):
     """Settings for the gateway, its workers and the CLI (env vars ``PEFTSERVE_<FIELD>``)."""
 
@@ -82,7 +86,18 @@ class Settings(BaseSettings):
     """Largest LoRA rank accepted at registration and configured on the workers."""
 
     max_loras_per_batch: int = Field(default=4, ge=1)
-    """vLLM ``--max-loras``: distinct adapters that can share one batch on a worker."""
+    """vLLM ``--max-loras``: distinct adapters that can share one batch on a worker (at most
+    max_resident_adapters). Requests for further adapters wait for the next batch."""
+
+    lora_target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_LORA_TARGETS), min_length=1)
+    """Modules the workers apply LoRA to (vLLM ``--lora-target-modules``); uploads and training may
+    target only these, because vLLM silently ignores an adapter's weights for modules it did not
+    wrap. Listing fewer makes the workers lighter (no LoRA embeddings or logits are ever wrapped)."""
+
+    lora_kernel: Literal["peftserve", "vllm"] = "peftserve"
+    """CPU workers' LoRA path: ``peftserve`` (the vLLM plugin in server/engine/vllm_plugin: correct
+    in mixed batches and faster) or ``vllm`` (vLLM's own CPU path, which lets base-model tokens in
+    a mixed batch take the last slot's adapter; for A/B runs only). No effect on GPU workers."""
 
     worker_urls: dict[str, list[str]] = Field(default_factory=dict)
     """External workers, ``{"<base>@<version>": "http://host:port"}`` or a list of URLs per version;
@@ -199,7 +214,8 @@ class Settings(BaseSettings):
         if self.blob_store == "s3" and not self.s3_bucket:
             raise ValueError("blob_store 's3' needs s3_bucket (PEFTSERVE_S3_BUCKET)")
         if self.max_loras_per_batch > self.max_resident_adapters:
-            self.max_loras_per_batch = self.max_resident_adapters
+            raise ValueError(f"max_loras_per_batch ({self.max_loras_per_batch}) must be <= max_resident_adapters "
+                             f"({self.max_resident_adapters}): vLLM cannot batch adapters it does not hold")
         return self
 
 

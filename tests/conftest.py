@@ -35,11 +35,11 @@ def lora_factory(tmp_path_factory, tiny_base_dir):
     """Real PEFT LoRA folders written by ``peft``, cached per (seed, rank, targets)."""
     cache = {}
 
-    def make(seed: int, rank: int = 8, targets: str = "attn"):
-        key = (seed, rank, targets)
+    def make(seed: int, rank: int = 8, targets: str = "attn", rslora: bool = False):
+        key = (seed, rank, targets, rslora)
         if key not in cache:
             cache[key] = make_lora(tiny_base_dir, tmp_path_factory.mktemp(f"lora-{seed}-{rank}-{targets}"),
-                                   seed=seed, rank=rank, targets=targets)
+                                   seed=seed, rank=rank, targets=targets, rslora=rslora)
         return cache[key]
 
     return make

@@ -112,7 +112,7 @@ def fresh_database_url(data_dir: Path) -> str:
 def gateway_settings(data_dir: Path, **overrides) -> Settings:
     values = dict(
         data_dir=data_dir, port=free_port(), worker_port_start=free_port(), admin_key=ADMIN_KEY,
-        max_resident_adapters=3, max_lora_rank=16, worker_max_model_len=512,
+        max_resident_adapters=3, max_loras_per_batch=2, max_lora_rank=16, worker_max_model_len=512,
         # In-process engine core: a tiny model starts in seconds instead of ~20 (RUNBOOK.md).
         worker_env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
         worker_health_interval_s=0.5, worker_restart_backoff_max_s=2.0,

@@ -47,7 +47,8 @@ def make_tiny_llama(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     return out_dir
 
 
-def make_lora(base_dir: Path, out_dir: Path, *, seed: int, rank: int = 8, targets: str = "attn") -> Path:
+def make_lora(base_dir: Path, out_dir: Path, *, seed: int, rank: int = 8, targets: str = "attn",
+              rslora: bool = False) -> Path:
     """A PEFT LoRA written by ``peft`` itself, with random non-zero B so it changes outputs."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -56,7 +57,7 @@ def make_lora(base_dir: Path, out_dir: Path, *, seed: int, rank: int = 8, target
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     config = LoraConfig(
         r=rank, lora_alpha=2 * rank, target_modules=TARGET_SETS[targets], init_lora_weights=False,
-        lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
+        lora_dropout=0.0, bias="none", task_type="CAUSAL_LM", use_rslora=rslora,
     )
     peft_model = get_peft_model(model, config)
     with torch.no_grad():  # strong enough that greedy output visibly changes on a random model

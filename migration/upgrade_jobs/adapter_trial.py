@@ -28,6 +28,7 @@ class TrialSettings:
     max_items: int
     concurrency: int
     max_rank: int
+    served_targets: frozenset[str]
 
 
 def eval_items_of(adapter: Adapter, blobs: BlobStore, settings: TrialSettings) -> tuple[list[EvalItem], bool]:
@@ -47,7 +48,8 @@ async def try_adapter(adapter: Adapter, new_version: BaseVersion, old: WorkerSlo
                       settings: TrialSettings) -> GateDecision:
     folder = await asyncio.to_thread(materializer.folder_for, adapter)
     try:  # the same checks an upload gets, against the new version's architecture
-        config = parse_lora_config((folder / "adapter_config.json").read_bytes(), max_rank=settings.max_rank)
+        config = parse_lora_config((folder / "adapter_config.json").read_bytes(), max_rank=settings.max_rank,
+                                   served_targets=settings.served_targets)
         header = read_header(folder / "adapter_model.safetensors", display_name="adapter_model.safetensors")
         check_against_base(config, header, BaseArchitecture.from_json(new_version.architecture))
     except AdapterInvalidError as e:

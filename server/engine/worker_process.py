@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+from server.engine.vllm_plugin import KERNEL_ENV
 from server.engine.worker_client import WorkerClient
 from server.metrics import GatewayMetrics
 from server.settings import Settings
@@ -43,7 +44,10 @@ def worker_command(settings: Settings, model_path: str, port: int) -> list[str]:
         "--host", "127.0.0.1", "--port", str(port),
         "--enable-lora", "--max-lora-rank", str(settings.max_lora_rank),
         "--max-loras", str(settings.max_loras_per_batch),
+        # vLLM's own adapter cache holds every resident adapter: a miss would reload from disk
+        # inside the engine loop.
         "--max-cpu-loras", str(settings.max_resident_adapters),
+        "--lora-target-modules", *settings.lora_target_modules,
         "--max-model-len", str(settings.worker_max_model_len),
         "--enforce-eager", "--disable-uvicorn-access-log",
         *settings.worker_extra_args,
@@ -56,6 +60,7 @@ def worker_environment(settings: Settings) -> dict[str, str]:
         env.setdefault(key, value)
     env.update(settings.worker_env)
     env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"  # the gateway loads adapters at run time
+    env[KERNEL_ENV] = settings.lora_kernel  # read by our vLLM plugin inside the worker
     env.setdefault("HF_HUB_OFFLINE", "1")  # never fetch from a model hub
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     return env

@@ -15,8 +15,10 @@ from server.fine_tuning.protocol import JobCreate
 
 class FineTuningService:
     def __init__(self, registry: Registry, repo: FineTuningRepository, blobs: BlobStore, work_root: Path, *,
-                 max_rank: int):
-        self.max_rank = max_rank  # what the workers serve: a larger rank would train, then be refused
+                 max_rank: int, served_targets: frozenset[str]):
+        # What the workers serve: a larger rank or another module would train, then be refused.
+        self.max_rank = max_rank
+        self.served_targets = served_targets
         self.registry = registry
         self.repo = repo
         self.blobs = blobs
@@ -37,6 +39,11 @@ class FineTuningService:
         if config.rank > self.max_rank:
             raise InvalidRequestError(f"hyperparameters.rank={config.rank} exceeds {self.max_rank}, the largest rank "
                                       "this server serves", code="invalid_hyperparameters", param="hyperparameters.rank")
+        unserved = sorted(set(config.target_modules) - self.served_targets)
+        if unserved:
+            raise InvalidRequestError(f"hyperparameters.target_modules {unserved} are not served here; accepted: "
+                                      f"{sorted(self.served_targets)}", code="invalid_hyperparameters",
+                                      param="hyperparameters.target_modules")
         training = await asyncio.to_thread(self.read_file, tenant.id, request.training_file, "training_file")
         validation = None
         if request.validation_file:
