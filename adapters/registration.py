@@ -22,6 +22,11 @@ from migration.base_versions.architecture import BaseArchitecture
 from server.errors import AdapterInvalidError, InvalidRequestError, NotFoundError, QuotaExceededError
 
 TRAINED_WITH = ("trans-peft", "lora", "unknown")
+# Names the platform uses itself: the base inside every worker ("base"), the adapters' names on the
+# workers ("lora-<hash>"), and fine-tuned models ("ft:<base>:<tenant>:<suffix>", OpenAI's form).
+RESERVED_NAMES = ("base",)
+RESERVED_PREFIXES = ("lora-",)
+FINE_TUNED_PREFIX = "ft:"
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class AdapterSubmission:
     trained_with: str = "unknown"
     eval_set: bytes | None = None  # JSONL
     eval_scoring: str = "exact_match"
+    fine_tuned: bool = False  # made by one of our fine-tuning jobs: may use the ft: prefix
 
 
 @dataclass(frozen=True)
@@ -54,13 +60,11 @@ class AdapterRegistration:
 
     def register(self, tenant: Tenant, sub: AdapterSubmission, training_metadata: dict | None = None) -> Adapter:
         """Validate statically and store; returns the new row in ``validating``."""
-        check_name("adapter", sub.name)
+        self._check_adapter_name(sub)
         if sub.trained_with not in TRAINED_WITH:
             raise InvalidRequestError(f"trained_with {sub.trained_with!r} is not one of {list(TRAINED_WITH)}",
                                       param="trained_with")
         base = self._base_version(sub.base_model)
-        if sub.name == base.base_model.name:
-            raise InvalidRequestError(f"adapter name {sub.name!r} is taken by a base model", param="name")
 
         config = parse_lora_config(sub.config_json, max_rank=self.max_rank, served_targets=self.served_targets)
         if sub.weights_filename.lower().endswith(PICKLE_SUFFIXES):
@@ -83,6 +87,18 @@ class AdapterRegistration:
             size_bytes=size, status=AdapterStatus.validating, trained_with=sub.trained_with,
             description=sub.description, eval_set_sha256=eval_sha, eval_scoring=scoring,
             eval_items=len(eval_items or ()), training_metadata=training_metadata)
+
+    def _check_adapter_name(self, sub: AdapterSubmission) -> None:
+        check_name("adapter", sub.name)
+        folded = sub.name.lower()
+        if folded in RESERVED_NAMES or folded.startswith(RESERVED_PREFIXES):
+            raise InvalidRequestError(f"adapter name {sub.name!r} is reserved (names {list(RESERVED_NAMES)} and "
+                                      f"prefixes {list(RESERVED_PREFIXES)} are used by the platform)", param="name")
+        if folded.startswith(FINE_TUNED_PREFIX) and not sub.fine_tuned:
+            raise InvalidRequestError(f"adapter name {sub.name!r}: the {FINE_TUNED_PREFIX!r} prefix is reserved for "
+                                      "models made by fine-tuning jobs", param="name")
+        if folded in {v.base_model.name.lower() for v in self.registry.list_base_versions()}:
+            raise InvalidRequestError(f"adapter name {sub.name!r} is taken by a base model", param="name")
 
     def release_blobs(self, adapter: Adapter) -> None:
         """Delete the adapter's blobs unless another live adapter shares them."""

@@ -83,11 +83,11 @@ def main() -> None:
         wait_http(url, "/ready")
         admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60)
         key = admin.post("/admin/tenants", json={"name": "bench"}).json()["api_key"]
-        register(admin, "lora-0", adapter)
+        register(admin, "bench-0", adapter)
         rows = []
         for label, model, stream in [("base, streamed (to first token)", "smollm2-135m", True),
-                                     ("adapter, streamed (to first token)", "lora-0", True),
-                                     ("adapter, not streamed", "lora-0", False)]:
+                                     ("adapter, streamed (to first token)", "bench-0", True),
+                                     ("adapter, not streamed", "bench-0", False)]:
             result = asyncio.run(paired(worker_url, url, key, "base", model, stream, args.pairs))
             rows.append({"request": label, **result})
     finally:

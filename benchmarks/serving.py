@@ -181,7 +181,7 @@ def gateway_part(base_dir: Path, args, run_dir: Path, ks: list[int], over: int, 
         wait_http(url, "/ready")
         admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=600)
         key = admin.post("/admin/tenants", json={"name": "bench"}).json()["api_key"]
-        names = [f"lora-{i}" for i in range(len(adapters))]
+        names = [f"bench-{i}" for i in range(len(adapters))]
         for name, folder in zip(names, adapters):
             register(admin, name, folder)
         worker_url = admin.get("/admin/workers").json()[0]["url"]
@@ -279,12 +279,17 @@ def main() -> None:
     print("[engine] LoRA disabled, again ...", flush=True)
     disabled.append(measure_plain_worker(base_dir, args, run_dir))
     results["disabled"] = [row("disabled", "disabled", 0, [d]) for d in disabled]
+    save(results, args.out)  # part 1 is kept even if part 2 fails
     if not args.skip_gateway:
         gateway_part(base_dir, args, run_dir, ks, over, results)
+        save(results, args.out)
     print_tables(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.out}")
+
+
+def save(results: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
 
 
 def row(kind: str, label: str, k: int, runs: list[LoadResult], **extra) -> dict:

@@ -13,24 +13,27 @@ from adapters.registry.models import (Adapter, AdapterStatus, ApiKey, BaseModel,
 from server.errors import ConflictError, InvalidRequestError, NotFoundError
 from server.tenancy.api_keys import display_prefix, hash_api_key, new_api_key
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# ASCII only, matched whole (fullmatch: a "$" would let a trailing newline through).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+VERSION_PATTERN = re.compile(r"[1-9][0-9]{0,8}")  # ASCII digits, within every database's integer
 
 
 def check_name(kind: str, name: str) -> str:
-    if not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise InvalidRequestError(
-            f"{kind} name {name!r} is invalid: use 1-128 letters, digits, '.', '_', ':' or '-', "
+            f"{kind} name {name!r} is invalid: use 1-128 ASCII letters, digits, '.', '_', ':' or '-', "
             "starting with a letter or digit", param="name")
     return name
 
 
-def split_ref(ref: str) -> tuple[str, int | None]:
+def split_ref(ref: str, param: str = "model") -> tuple[str, int | None]:
     """``name@3`` -> ("name", 3); ``name`` -> ("name", None)."""
     name, sep, version = ref.rpartition("@")
     if not sep:
         return ref, None
-    if not version.isdigit():
-        raise InvalidRequestError(f"version in {ref!r} must be a positive integer", param="model")
+    if not VERSION_PATTERN.fullmatch(version):
+        raise InvalidRequestError(f"version in {ref!r} must be an integer from 1 to 999999999 (ASCII digits)",
+                                  param=param)
     return name, int(version)
 
 

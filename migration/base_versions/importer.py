@@ -1,10 +1,14 @@
 """Register a base-model version: the demo GGUF (converted) or any local Hugging Face folder."""
 
+import contextlib
+import fcntl
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from adapters.registry.models import BaseVersion
-from adapters.registry.repository import Registry
+from adapters.registry.repository import Registry, check_name
 from migration.base_versions.architecture import read_architecture
 from migration.base_versions.architecture_diff import architecture_differences
 from migration.base_versions.gguf_import import DEMO_BASE_NAME, convert_gguf, demo_gguf_path
@@ -15,40 +19,74 @@ HF_FILES = ("*.json", "*.safetensors", "*.jinja", "*.model", "*.txt")
 
 def import_base(registry: Registry, bases_dir: Path, *, name: str, source: Path | None,
                 version: int | None = None) -> BaseVersion:
-    """Copy (or convert) ``source`` into ``bases_dir`` and register it; ``None`` = the demo GGUF."""
+    """Copy (or convert) ``source`` into ``bases_dir`` and register it; ``None`` = the demo GGUF.
+
+    The name is checked before any path is built from it; each import stages in a folder of its
+    own, and imports into one bases folder run one at a time (a lock on the folder itself, so
+    across processes too; imports are rare)."""
+    check_name("base model", name)
     gguf = demo_gguf_path() if source is None else source if source.suffix == ".gguf" else None
-    staging = bases_dir / f".staging-{name}"
-    shutil.rmtree(staging, ignore_errors=True)
-    if gguf is not None:
-        convert_gguf(gguf, staging)
-    elif source.is_dir():
-        staging.mkdir(parents=True)
-        for pattern in HF_FILES:
-            for f in source.glob(pattern):
-                shutil.copy2(f, staging / f.name)
-    else:
-        raise InvalidRequestError(f"{source} is neither a .gguf file nor a Hugging Face model folder")
+    if gguf is None and not (source.is_dir() and (source / "config.json").is_file()):
+        raise InvalidRequestError(f"{source} is neither a .gguf file nor a Hugging Face model folder "
+                                  "(a folder with config.json)", param="source")
+    bases_dir.mkdir(parents=True, exist_ok=True)
+    with _import_lock(bases_dir):
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=bases_dir))
+        try:
+            _stage(staging, gguf, source)
+            return _register(registry, bases_dir, name, version, staging, str(gguf or source))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _import_lock(bases_dir: Path):
+    fd = os.open(bases_dir, os.O_RDONLY)
     try:
-        arch = read_architecture(staging)
-        latest = registry.find_base_version(name)
-        if latest is not None and latest.fingerprint != arch.fingerprint:
-            differences = architecture_differences(read_architecture(Path(latest.path)), arch)
-            raise InvalidRequestError(
-                f"{name}: the new weights' architecture differs from {latest.ref}, so its adapters cannot move "
-                f"there; import it under another base name. Differences: {'; '.join(differences)}",
-                code="architecture_mismatch")
-        target_version = version or (latest.version + 1 if latest else 1)
-        if registry.find_base_version(name, target_version) is not None:
-            raise ConflictError(f"base model {name}@{target_version} already exists", code="base_version_exists")
-        final = bases_dir / name / f"v{target_version}"
-        shutil.rmtree(final, ignore_errors=True)  # left by an import that crashed before registering
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging.rename(final)
-        return registry.add_base_version(
-            name, target_version, path=str(final.resolve()), fingerprint=arch.fingerprint,
-            architecture=arch.to_json(), source=str(gguf or source))
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        os.close(fd)  # releases the lock
+
+
+def _stage(staging: Path, gguf: Path | None, source: Path | None) -> None:
+    try:
+        if gguf is not None:
+            convert_gguf(gguf, staging)
+        else:
+            for pattern in HF_FILES:
+                for f in source.glob(pattern):
+                    if f.is_file() and not f.is_symlink():
+                        shutil.copy2(f, staging / f.name)
+        read_architecture(staging)  # a broken config or weight file is the caller's error
+    except InvalidRequestError:
+        raise
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise InvalidRequestError(f"{gguf or source} is not a readable model: {type(e).__name__}: {e}",
+                                  param="source") from None
+
+
+def _register(registry: Registry, bases_dir: Path, name: str, version: int | None, staging: Path,
+              source: str) -> BaseVersion:
+    arch = read_architecture(staging)
+    latest = registry.find_base_version(name)
+    if latest is not None and latest.fingerprint != arch.fingerprint:
+        differences = architecture_differences(read_architecture(Path(latest.path)), arch)
+        raise InvalidRequestError(
+            f"{name}: the new weights' architecture differs from {latest.ref}, so its adapters cannot move "
+            f"there; import it under another base name. Differences: {'; '.join(differences)}",
+            code="architecture_mismatch")
+    target_version = version or (latest.version + 1 if latest else 1)
+    if registry.find_base_version(name, target_version) is not None:
+        raise ConflictError(f"base model {name}@{target_version} already exists", code="base_version_exists")
+    final = (bases_dir / name / f"v{target_version}").resolve()
+    if not final.is_relative_to(bases_dir.resolve()):  # defence in depth: check_name allows no '/'
+        raise InvalidRequestError(f"base model name {name!r} leaves the bases folder", param="name")
+    shutil.rmtree(final, ignore_errors=True)  # left by an import that crashed before registering
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(final)
+    return registry.add_base_version(name, target_version, path=str(final), fingerprint=arch.fingerprint,
+                                     architecture=arch.to_json(), source=source)
 
 
 def import_demo_if_missing(registry: Registry, bases_dir: Path) -> BaseVersion:

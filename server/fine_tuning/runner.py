@@ -148,7 +148,7 @@ class FineTuningRunner:
             name=adapter_name(job), config_json=(result.adapter_dir / "adapter_config.json").read_bytes(),
             weights_path=result.adapter_dir / "adapter_model.safetensors", base_model=job.base_version.ref,
             description=f"fine-tuned by {job.id}", trained_with=result.metadata["method"],
-            eval_set=result.eval_set or None, eval_scoring="exact_match")
+            eval_set=result.eval_set or None, eval_scoring="exact_match", fine_tuned=True)
         if not await asyncio.to_thread(self.leases.renew, job.id, self.owner, self.lease_s):
             return  # another gateway holds the job now and registers its own result
         adapter, _ = await self.adapters.register(job.tenant, submission, training_metadata=metadata)
