@@ -77,7 +77,7 @@ def unload_direct(url: str, names: list[str]) -> None:
 
 def engine_grid(base_dir: Path, args, run_dir: Path, ks: list[int], over: int) -> list[dict]:
     rows = []
-    for kernel in KERNELS:
+    for kernel in args.kernels:
         settings = Settings(data_dir=run_dir / f"grid-{kernel}", max_resident_adapters=args.slots,
                             max_loras_per_batch=args.max_loras, lora_kernel=kernel)
         print(f"[engine] lora_kernel={kernel}: starting a worker ...", flush=True)
@@ -253,6 +253,7 @@ def main() -> None:
     parser.add_argument("--max-loras", type=int, default=16, help="max_loras_per_batch of the main runs")
     parser.add_argument("--sweep-max-loras", type=int, nargs="*", default=[4, 8, 32])
     parser.add_argument("--ranks", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--kernels", nargs="+", choices=KERNELS, default=list(KERNELS))
     parser.add_argument("--latency-pairs", type=int, default=100, help="interleaved requests for added latency")
     parser.add_argument("--skip-gateway", action="store_true", help="part 1 only")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")

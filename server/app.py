@@ -30,6 +30,7 @@ from server.fine_tuning.api_router import router as fine_tuning_router
 from server.fine_tuning.runner import FineTuningRunner
 from server.fine_tuning.service import FineTuningService
 from server.admin_key import load_or_create_admin_key
+from server.authenticate_first import AuthenticateFirst
 from server.deps import Services
 from migration.upgrade_jobs.adapter_trial import TrialSettings
 from migration.upgrade_jobs.runner import MigrationRunner
@@ -127,9 +128,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="peftserve", version="0.1.0", lifespan=lifespan)
     app.state.services = services
-    install_error_handlers(app)
+    install_error_handlers(app, on_internal_error=lambda request: services.metrics.internal_errors.labels(
+        request.method).inc())
     # A whole upload holds at most a few files of max_upload_bytes each (weights, config, eval set).
     app.add_middleware(RequestSizeLimit, max_bytes=3 * settings.max_upload_bytes + 1024 * 1024)
+    app.add_middleware(AuthenticateFirst, services=services)  # added last: runs first
     app.include_router(openai_router)
     app.include_router(adapters_router)
     app.include_router(files_router)

@@ -2,6 +2,7 @@
 
 import asyncio
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,7 +19,7 @@ from server.engine.pool import WorkerPool
 from server.engine.served_versions import ServedVersions
 from server.fine_tuning.runner import FineTuningRunner
 from server.fine_tuning.service import FineTuningService
-from server.errors import AuthenticationError, PermissionDeniedError
+from server.errors import AuthenticationError
 from server.metrics import GatewayMetrics
 from server.openai_api.serving import OpenAIServing
 from server.settings import Settings
@@ -57,16 +58,22 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
+MAX_KEY_CHARS = 256  # our keys are ~50 characters; a megabyte "key" is not looked up
+
+
+def bearer_key(headers: Mapping[str, str]) -> str:
+    header = headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.")
-    return token.strip()
+    if len(token) > MAX_KEY_CHARS or not token.isascii():
+        raise AuthenticationError("Incorrect API key provided.")
+    return token
 
 
-async def get_tenant(request: Request, services: ServicesDep) -> Tenant:
-    key = _bearer(request)
+async def tenant_for_headers(headers: Mapping[str, str], services: Services) -> Tenant:
+    key = bearer_key(headers)
     tenant = services.tenant_cache.get(key)
     if tenant is None:
         tenant = await asyncio.to_thread(services.registry.tenant_for_key, key)
@@ -76,10 +83,18 @@ async def get_tenant(request: Request, services: ServicesDep) -> Tenant:
     return tenant
 
 
-def require_admin(request: Request, services: ServicesDep) -> None:
-    key = _bearer(request)
+def check_admin_headers(headers: Mapping[str, str], services: Services) -> None:
+    key = bearer_key(headers)
     if not hmac.compare_digest(key.encode(), services.admin_key.encode()):
-        raise PermissionDeniedError("This endpoint needs the admin key.")
+        raise AuthenticationError("This endpoint needs the admin key.")
+
+
+async def get_tenant(request: Request, services: ServicesDep) -> Tenant:
+    return await tenant_for_headers(request.headers, services)
+
+
+def require_admin(request: Request, services: ServicesDep) -> None:
+    check_admin_headers(request.headers, services)
 
 
 TenantDep = Annotated[Tenant, Depends(get_tenant)]

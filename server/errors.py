@@ -4,9 +4,14 @@ Code anywhere raises a subclass of ``PeftServeError``; only ``error_response`` k
 HTTP. Unknown exceptions are internal errors (500) and are never reported as client errors.
 """
 
+import logging
+
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
 
 
 class PeftServeError(Exception):
@@ -135,7 +140,8 @@ def error_response(error: PeftServeError) -> JSONResponse:
     )
 
 
-def install_error_handlers(app) -> None:
+def install_error_handlers(app, on_internal_error=lambda request: None) -> None:
+    """``on_internal_error(request)`` is called for every unhandled error (the app counts them)."""
     async def on_domain_error(_: Request, exc: PeftServeError) -> JSONResponse:
         return error_response(exc)
 
@@ -148,11 +154,21 @@ def install_error_handlers(app) -> None:
             status_code=400,
         )
 
-    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown routes, wrong methods, bodies the framework cannot parse: OpenAI's shape too.
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return JSONResponse(error_body(str(exc.detail), kind, code), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        on_internal_error(request)
         return JSONResponse(
             error_body("internal server error", "server_error", "internal_error"), status_code=500
         )
 
     app.add_exception_handler(PeftServeError, on_domain_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(Exception, on_unexpected)

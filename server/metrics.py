@@ -33,6 +33,8 @@ class GatewayMetrics:
         r = self.registry
         self.requests = Counter("peftserve_requests_total", "Completion requests", (*labels, "endpoint"), registry=r)
         self.errors = Counter("peftserve_request_errors_total", "Failed requests", (*labels, "code"), registry=r)
+        self.internal_errors = Counter("peftserve_internal_errors_total", "Requests (any route) that failed with an "
+                                       "unhandled error (500)", ("method",), registry=r)
         self.prompt_tokens = Counter("peftserve_prompt_tokens_total", "Prompt tokens", labels, registry=r)
         self.generated_tokens = Counter("peftserve_generated_tokens_total", "Generated tokens", labels, registry=r)
         self.ttft = Histogram("peftserve_time_to_first_token_seconds", "Time to first streamed token", labels,

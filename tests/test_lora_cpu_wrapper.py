@@ -62,6 +62,7 @@ CASES = {
     "decode, base + last slot only": [-1, 3, -1, -1, 3],
     "prefill, uneven runs (per-slot path)": [0] * 60 + [-1] * 7 + [2] * 3 + [3] * 2,
     "prefill, even runs (padded path)": [0] * 20 + [-1] * 7 + [2] * 20 + [3] * 20,
+    "decodes next to one prefill run (both paths)": [1, -1, 2, 3] + [0] * 30 + [-1, 1],
     "one adapter only": [1, 1, 1],
     "base only": [-1, -1, -1, -1],
 }
@@ -77,6 +78,31 @@ def test_grouped_wrapper_matches_reference(token_slots, outs):
         if s < 0:  # a token without an adapter: exactly the base output, bit for bit
             assert torch.equal(y[t], y0[t]), f"token {t} (no adapter) changed"
     torch.testing.assert_close(y.float(), want, atol=0.1, rtol=0.02)  # bf16 output, values up to ~30
+
+
+@pytest.mark.parametrize("token_slots,dense_slots,padded", [
+    ([0, 1, 2, 3, -1], [], True),  # decode: every slot batched
+    ([1, -1, 2, 3] + [0] * 30, [0], True),  # one prefill chunk among decodes: it alone on its own
+    ([0] * 60 + [2] * 3 + [3] * 2, [0], True),
+    ([15] * 3 + [14] * 3, [14, 15], False),  # padding slots 0..15 for 6 rows would cost too much: each alone
+    ([3, 3, -1], [], True),
+])
+def test_row_plan_batches_the_small_groups(token_slots, dense_slots, padded):
+    from server.engine.vllm_plugin.grouped_lora_cpu import build_row_plan
+
+    slots = tuple(sorted({s for s in token_slots if s >= 0}))
+    plan = build_row_plan(torch.tensor(token_slots), slots)
+    assert [s for s, _ in plan.dense] == dense_slots
+    assert (plan.padded_rows is not None) == padded
+    rows = sorted([*(plan.padded_rows.tolist() if padded else []), *(r for _, g in plan.dense for r in g.tolist())])
+    assert rows == [t for t, s in enumerate(token_slots) if s >= 0]  # every adapter row exactly once
+
+
+def test_one_adapter_for_every_token_needs_no_gather():
+    from server.engine.vllm_plugin.grouped_lora_cpu import build_row_plan
+
+    assert build_row_plan(torch.tensor([2, 2, 2]), (2,)).all_rows
+    assert not build_row_plan(torch.tensor([2, -1, 2]), (2,)).all_rows
 
 
 def test_upstream_wrapper_leaks_the_last_slot_into_base_tokens():

@@ -85,7 +85,7 @@ def test_bad_requests_get_openai_errors(gateway, two_tenants):
         broken = c.post("/v1/completions", content=b"{not json", headers={"content-type": "application/json"})
         assert broken.status_code == 400 and broken.json()["error"]["type"] == "invalid_request_error"
         admin = c.get("/admin/tenants")
-        assert admin.status_code == 403
+        assert admin.status_code == 401 and admin.json()["error"]["type"] == "authentication_error"
 
 
 def test_twelve_adapters_through_three_slots(gateway, lora_factory):

@@ -1,30 +1,45 @@
 """Strict JSONL reading into pydantic models, with errors that name the line and the field."""
 
-import json
 from collections.abc import Callable
-
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
+
+from adapters.format.untrusted_json import loads_untrusted, unsafe_json_value
 
 M = TypeVar("M", bound=BaseModel)
 
 
 def parse_jsonl(raw: bytes, model: type[M], fail: Callable[[str], Exception], *,
                 max_items: int | None = None) -> list[M]:
-    """Parse every non-blank line of ``raw`` as ``model``; ``fail(message)`` builds the error."""
+    """Parse every line of ``raw`` as ``model``; ``fail(message)`` builds the error.
+
+    Lines end at "\n" only (JSON Lines; a "\r" before it is dropped): str.splitlines() would also
+    split inside valid JSON text at U+2028, \x1c or \x0c. One final newline is allowed; an empty
+    line anywhere else, or no line at all, is an error here rather than later."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise fail("not UTF-8 text") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines:
+        raise fail("is empty")
     items = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
-            continue
+            raise fail(f"line {number}: empty line")
         try:
-            items.append(model.model_validate(json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise fail(f"line {number}: not valid JSON ({e.msg})") from None
+            value = loads_untrusted(line)
+        except ValueError as e:  # json.JSONDecodeError included
+            raise fail(f"line {number}: not valid JSON ({getattr(e, 'msg', e)})") from None
+        problem = unsafe_json_value(value)
+        if problem:
+            raise fail(f"line {number}: {problem[0] + ': ' if problem[0] else ''}{problem[1]}")
+        try:
+            items.append(model.model_validate(value))
         except ValidationError as e:
             first = e.errors()[0]
             where = ".".join(map(str, first["loc"]))

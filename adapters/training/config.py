@@ -38,7 +38,7 @@ class TrainingConfig(BaseModel):
     """Examples longer than this (prompt + completion tokens) are refused up front."""
     held_out_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     """Share of the examples kept out of training as the adapter's eval set (no validation file given)."""
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     """Seeds data order, LoRA init and the Trans-PEFT masks."""
     checkpoint_every: int = Field(default=50, ge=1)
     """Optimizer steps between checkpoints (a killed run resumes from the last one)."""

@@ -26,7 +26,11 @@ def training_config(hyperparameters: dict[str, Any] | None, method: dict[str, An
         if method.get("type") != "supervised":
             raise _fail(f"method.type {method.get('type')!r} is not supported; accepted: 'supervised' "
                         "(choose trans-peft or lora with hyperparameters.method)", "method")
-        values.update((method.get("supervised") or {}).get("hyperparameters") or {})
+        supervised = method.get("supervised") or {}
+        nested = supervised.get("hyperparameters") if isinstance(supervised, dict) else None
+        if not isinstance(supervised, dict) or not isinstance(nested or {}, dict):
+            raise _fail("method.supervised must be an object like {\"hyperparameters\": {...}}", "method.supervised")
+        values.update(nested or {})
     values = {k: v for k, v in values.items() if v != "auto"}
     if "learning_rate_multiplier" in values:
         multiplier = values.pop("learning_rate_multiplier")

@@ -2,12 +2,24 @@
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from adapters.format.untrusted_json import unsafe_json_value
+from server.errors import InvalidRequestError
 
 
 class _GenerationRequest(BaseModel):
     # Unknown fields are sampling parameters for vLLM; the worker validates them.
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_the_worker_can_take(cls, data):
+        problem = unsafe_json_value(data)
+        if problem:  # an InvalidRequestError (400 naming the field), not a pydantic error
+            where, what = problem
+            raise InvalidRequestError(f"{where or 'body'}: {what}", param=where or None)
+        return data
 
     model: str = Field(min_length=1, description="A base model name, or one of the caller's adapters (name or name@version)")
     stream: bool = False

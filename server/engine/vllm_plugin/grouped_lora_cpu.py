@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 import torch
 from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
-# Padded batched matmul while padding at most doubles the rows (plus a little slack for decode).
-PAD_FACTOR, PAD_SLACK = 2, 16
+# Slots with a few rows each (decode) are batched, padded to the widest of them, while padding at
+# most doubles the rows (plus a little slack); a slot with many more rows than the typical one (a
+# prefill chunk next to decodes) is computed on its own instead of widening everybody's padding.
+PAD_FACTOR, PAD_SLACK, SMALL_WIDTH = 2, 16, 4
 
 
 @dataclass
@@ -34,6 +36,7 @@ class FusedSlots:
     a_t: torch.Tensor  # (S, in, n_slices * R): the slices' A, transposed, side by side
     b_t: list[torch.Tensor]  # per slice (S, R, out_i), transposed
     live: list[bool]  # slot has non-zero weights for this module
+    built_for: tuple = ()  # the whole layout last checked: equal means nothing to rebuild
 
     @property
     def out_features(self) -> int:
@@ -51,12 +54,15 @@ class FusedSlots:
 class RowPlan:
     """Where one set of slots' tokens sit in the batch; shared by every module in a step."""
 
-    rows: torch.Tensor  # (N,) token rows that use one of the slots, grouped by slot
-    groups: list[tuple[int, torch.Tensor]]  # (slot, its rows)
-    padded: bool  # batched over slots 0..width_slots-1, each padded to `width` rows
-    width_slots: int = 0
-    width: int = 0
-    valid: torch.Tensor | None = None  # (N,) positions of the real rows in the (S * width) padding
+    groups: list[tuple[int, torch.Tensor]]  # every (slot, its rows)
+    dense: list[tuple[int, torch.Tensor]]  # the groups computed one by one
+    padded_rows: torch.Tensor | None = None  # (N,) rows of the batched groups, grouped by slot
+    width_slots: int = 0  # batched over slots 0..width_slots-1 ...
+    width: int = 0  # ... each padded to this many rows
+    valid: torch.Tensor | None = None  # (N,) positions of those rows in the (S * width) padding
+    gather: torch.Tensor | None = None  # (S * width,) token row of each padding row; T = a zero row
+    all_rows: bool = False  # one group holding every token, in order: no gather or scatter at all
+    num_tokens: int = 0  # T
 
 
 @dataclass
@@ -100,24 +106,29 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         x2 = x.view(-1, x.shape[-1])  # (T, in)
         y2 = y.view(-1, y.shape[-1])
         y2 = y2.narrow(1, 0, fused.out_features)  # (T, out)
-        if plan.padded:
-            delta = _padded_lora(x2, fused, plan)
-            _add_rows(y2, plan.rows, delta, scale)
-        else:
-            for slot, rows in plan.groups:
-                xs = x2.index_select(0, rows).float()  # (n, in)
-                _add_rows(y2, rows, fused.expand(xs @ fused.a_t[slot], slot), scale)
+        if plan.all_rows:  # e.g. a decode batch of one adapter's requests
+            slot = plan.groups[0][0]
+            rows_y = y2[:plan.num_tokens]
+            delta = fused.expand(x2[:plan.num_tokens].float() @ fused.a_t[slot], slot)  # (T, out)
+            rows_y.add_((delta * scale if scale != 1.0 else delta).to(y2.dtype))
+            return
+        if plan.padded_rows is not None:
+            _add_rows(y2, plan.padded_rows, _padded_lora(x2, fused, plan), scale)
+        for slot, rows in plan.dense:
+            xs = x2.index_select(0, rows).float()  # (n, in)
+            _add_rows(y2, rows, fused.expand(xs @ fused.a_t[slot], slot), scale)
 
     def _fused_weights(self, lora_a_stacked, lora_b_stacked) -> FusedSlots:
         key = id(lora_a_stacked[0])
         fused = self._fused.get(key)
-        layout = list(self._step.layout)
         if fused is None:
             fused = self._fused[key] = new_fused_slots(lora_a_stacked, lora_b_stacked)
-        for slot, lora_id in enumerate(layout):
-            if fused.layout[slot] != lora_id:
-                fill_slot(fused, slot, lora_a_stacked, lora_b_stacked)
-                fused.layout[slot] = lora_id
+        if fused.built_for != self._step.layout:
+            for slot, lora_id in enumerate(self._step.layout):
+                if fused.layout[slot] != lora_id:
+                    fill_slot(fused, slot, lora_a_stacked, lora_b_stacked)
+                    fused.layout[slot] = lora_id
+            fused.built_for = self._step.layout
         return fused
 
     # ---- rarely wrapped modules and the fully-sharded path: correct, not tuned -----------------
@@ -170,21 +181,32 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
 
 def build_row_plan(token_slots: torch.Tensor, slots: tuple[int, ...]) -> RowPlan:
     groups = [(s, (token_slots == s).nonzero().squeeze(1)) for s in slots]  # each (n_s,)
-    rows = torch.cat([r for _, r in groups])  # (N,)
-    width = max(r.numel() for _, r in groups)
-    width_slots = slots[-1] + 1
-    if width_slots * width > PAD_FACTOR * rows.numel() + PAD_SLACK:
-        return RowPlan(rows=rows, groups=groups, padded=False)
+    if len(groups) == 1 and groups[0][1].numel() == token_slots.numel():
+        return RowPlan(groups=groups, dense=[], all_rows=True, num_tokens=token_slots.numel())
+    counts = sorted(r.numel() for _, r in groups)
+    cap = max(SMALL_WIDTH, 2 * counts[len(counts) // 2])  # twice the median group, at least a few rows
+    small = [(s, r) for s, r in groups if r.numel() <= cap]
+    dense = [(s, r) for s, r in groups if r.numel() > cap]
+    if not small:
+        return RowPlan(groups=groups, dense=dense)
+    width = max(r.numel() for _, r in small)
+    width_slots = small[-1][0] + 1
+    rows = torch.cat([r for _, r in small])  # (N,)
+    if width_slots * width > PAD_FACTOR * rows.numel() + PAD_SLACK:  # too few slots for the padding
+        return RowPlan(groups=groups, dense=groups)
     # Row s * width + j of the padding holds slot s's j-th token; the others stay zero.
-    valid = torch.cat([s * width + torch.arange(r.numel()) for s, r in groups])  # (N,)
-    return RowPlan(rows=rows, groups=groups, padded=True, width_slots=width_slots, width=width, valid=valid)
+    valid = torch.cat([s * width + torch.arange(r.numel()) for s, r in small])  # (N,)
+    gather = torch.full((width_slots * width,), token_slots.numel(), dtype=torch.long)
+    gather[valid] = rows
+    return RowPlan(groups=groups, dense=dense, padded_rows=rows, width_slots=width_slots, width=width, valid=valid,
+                   gather=gather, num_tokens=token_slots.numel())
 
 
 def _padded_lora(x2: torch.Tensor, fused: FusedSlots, plan: RowPlan) -> torch.Tensor:
     """Every active slot's rows at once: (N, in) -> (N, out), zero rows for the padding."""
     s, w = plan.width_slots, plan.width
-    xp = x2.new_zeros((s * w, x2.shape[1]), dtype=torch.float32)  # (S*W, in)
-    xp.index_copy_(0, plan.valid, x2.index_select(0, plan.rows).float())
+    x_ext = torch.cat([x2[:plan.num_tokens], x2.new_zeros((1, x2.shape[1]))])  # (T+1, in): row T is zero
+    xp = x_ext.index_select(0, plan.gather).float()  # (S*W, in)
     h = torch.bmm(xp.view(s, w, -1), fused.a_t[:s])  # (S, W, n_slices*R)
     rank = fused.b_t[0].shape[-2]
     parts = [torch.bmm(h[:, :, i * rank:(i + 1) * rank], b[:s]) for i, b in enumerate(fused.b_t)]  # (S, W, out_i)
