@@ -12,7 +12,7 @@ from pathlib import Path
 
 from adapters.format.archive import PICKLE_SUFFIXES
 from adapters.format.eval_set import check_scoring, parse_eval_set
-from adapters.format.peft_config import parse_lora_config
+from adapters.format.peft_config import check_served_targets, parse_lora_config
 from adapters.format.safetensors_header import read_header
 from adapters.registry.models import Adapter, AdapterStatus, BaseVersion, Tenant
 from adapters.registry.repository import Registry, check_name, split_ref
@@ -66,13 +66,14 @@ class AdapterRegistration:
                                       param="trained_with")
         base = self._base_version(sub.base_model)
 
-        config = parse_lora_config(sub.config_json, max_rank=self.max_rank, served_targets=self.served_targets)
+        config = parse_lora_config(sub.config_json, max_rank=self.max_rank)
         if sub.weights_filename.lower().endswith(PICKLE_SUFFIXES):
             raise AdapterInvalidError(f"{sub.weights_filename!r}: only safetensors weights are accepted; "
                                       "pickle-based files run code on load", code="pickle_not_allowed",
                                       param="adapter_model.safetensors")
         header = read_header(sub.weights_path, display_name="adapter_model.safetensors")
         check_against_base(config, header, BaseArchitecture.from_json(base.architecture))
+        check_served_targets(config, self.served_targets)
         check_finite(sub.weights_path)
         eval_items = parse_eval_set(sub.eval_set) if sub.eval_set is not None else None
         scoring = check_scoring(sub.eval_scoring) if eval_items else None

@@ -115,3 +115,12 @@ def test_concurrent_imports_of_one_name_get_distinct_versions(bases_root, tiny_b
     assert sorted(p.name for p in (settings.bases_dir / "tiny").iterdir()) == ["v1", "v2", "v3", "v4"]
     assert all((settings.bases_dir / "tiny" / f"v{v}" / "config.json").is_file() for v in (1, 2, 3, 4))
     assert sorted(p.name for p in settings.bases_dir.iterdir()) == ["tiny"]
+
+
+def test_huge_version_numbers_in_admin_queries_are_400(gateway):
+    with gateway.admin() as admin:
+        for params in ({"from_version": 10**20, "to_version": 1}, {"from_version": 1, "to_version": -3}):
+            resp = admin.get("/admin/bases/tiny/compatibility", params=params)
+            assert resp.status_code == 400, resp.text
+        resp = admin.post("/admin/migrations", json={"base_model": "tiny", "to_version": 10**20})
+        assert resp.status_code == 400, resp.text

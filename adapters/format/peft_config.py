@@ -70,9 +70,17 @@ def _fail(message: str, code: str = "invalid_adapter_config") -> AdapterInvalidE
     return AdapterInvalidError(f"adapter_config.json: {message}", code=code, param="adapter_config.json")
 
 
-def parse_lora_config(raw: bytes, *, max_rank: int, served_targets: frozenset[str] | None = None) -> LoraConfig:
+def check_served_targets(config: LoraConfig, served_targets: frozenset[str]) -> None:
     """``served_targets``: the modules the workers apply LoRA to; an adapter targeting another is
-    refused, because vLLM would load it and silently ignore those weights (vLLM #55193)."""
+    refused, because vLLM would load it and silently ignore those weights (vLLM #55193). Run after
+    the check against the base, whose errors are more specific (a module the base lacks)."""
+    unserved = sorted(set(config.target_modules) - served_targets)
+    if unserved:
+        raise _fail(f"target_modules {unserved} are not served here; accepted: {sorted(served_targets)}",
+                    "target_not_served")
+
+
+def parse_lora_config(raw: bytes, *, max_rank: int) -> LoraConfig:
     if len(raw) > MAX_CONFIG_BYTES:
         raise _fail(f"{len(raw)} bytes exceeds the {MAX_CONFIG_BYTES}-byte limit")
     try:
@@ -107,10 +115,6 @@ def parse_lora_config(raw: bytes, *, max_rank: int, served_targets: frozenset[st
         raise _fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     if not config.target_modules:
         raise _fail("target_modules is empty")
-    unserved = sorted(set(config.target_modules) - served_targets) if served_targets is not None else []
-    if unserved:
-        raise _fail(f"target_modules {unserved} are not served here; accepted: {sorted(served_targets)}",
-                    "target_not_served")
     if not 1 <= config.r <= max_rank:
         raise _fail(f"rank r={config.r} is outside 1..{max_rank} (the configured maximum)", "rank_too_large")
     if not config.lora_alpha > 0:

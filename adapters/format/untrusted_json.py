@@ -38,5 +38,6 @@ def _unsafe_text(text: str, where: str) -> tuple[str, str] | None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return where, "text is not valid Unicode (a lone surrogate)"
+        # The path may hold the bad key itself: escape it, or the error message could not be sent.
+        return where.encode("utf-8", "backslashreplace").decode(), "text is not valid Unicode (a lone surrogate)"
     return None

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from adapters.format.eval_set import EvalItem, parse_eval_set
-from adapters.format.peft_config import parse_lora_config
+from adapters.format.peft_config import check_served_targets, parse_lora_config
 from adapters.format.safetensors_header import read_header
 from adapters.registry.models import Adapter, BaseVersion
 from adapters.storage.blob_store import BlobStore
@@ -48,10 +48,10 @@ async def try_adapter(adapter: Adapter, new_version: BaseVersion, old: WorkerSlo
                       settings: TrialSettings) -> GateDecision:
     folder = await asyncio.to_thread(materializer.folder_for, adapter)
     try:  # the same checks an upload gets, against the new version's architecture
-        config = parse_lora_config((folder / "adapter_config.json").read_bytes(), max_rank=settings.max_rank,
-                                   served_targets=settings.served_targets)
+        config = parse_lora_config((folder / "adapter_config.json").read_bytes(), max_rank=settings.max_rank)
         header = read_header(folder / "adapter_model.safetensors", display_name="adapter_model.safetensors")
         check_against_base(config, header, BaseArchitecture.from_json(new_version.architecture))
+        check_served_targets(config, settings.served_targets)
     except AdapterInvalidError as e:
         return incompatible(f"does not fit {new_version.ref}: {e.message}")
     items, has_expected = await asyncio.to_thread(eval_items_of, adapter, blobs, settings)

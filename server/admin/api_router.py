@@ -4,7 +4,7 @@ import asyncio
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from migration.compatibility.chart import report_chart_png
@@ -16,6 +16,7 @@ from server.deps import AdminDep, ServicesDep
 from server.errors import InvalidRequestError
 
 router = APIRouter(prefix="/admin", dependencies=[AdminDep])
+VersionQuery = Annotated[int, Query(ge=1, le=999_999_999)]  # within every database's integer
 
 
 @router.post("/tenants", status_code=201)
@@ -60,7 +61,7 @@ async def import_base_version(body: BaseImport, services: ServicesDep) -> BaseVe
 
 
 @router.get("/bases/{name}/compatibility")
-async def base_compatibility(name: str, from_version: int, to_version: int, services: ServicesDep,
+async def base_compatibility(name: str, from_version: VersionQuery, to_version: VersionQuery, services: ServicesDep,
                              format: str = "json"):
     """Relative weight change between two versions, per module, layer and group (JSON or PNG)."""
     report = await asyncio.to_thread(compare_versions, services.registry, name, from_version, to_version)

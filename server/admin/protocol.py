@@ -47,4 +47,4 @@ class BaseImport(BaseModel):
 
     name: str = Field(min_length=1, description="Base model name; an existing name adds a version.")
     source: str = Field(min_length=1, description="Path on the server: a Hugging Face model folder or a .gguf file.")
-    version: int | None = Field(default=None, ge=1, description="Version number (default: next).")
+    version: int | None = Field(default=None, ge=1, le=999_999_999, description="Version number (default: next).")

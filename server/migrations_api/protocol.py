@@ -13,8 +13,8 @@ class MigrationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base_model: str = Field(min_length=1, description="Base model name, e.g. 'smollm2-135m-instruct'.")
-    to_version: int | None = Field(default=None, ge=1, description="Target version (default: the newest).")
-    from_version: int | None = Field(default=None, ge=1,
+    to_version: int | None = Field(default=None, ge=1, le=999_999_999, description="Target version (default: the newest).")
+    from_version: int | None = Field(default=None, ge=1, le=999_999_999,
                                      description="Version whose adapters move (default: the one before the target).")
     tenants: list[str] | None = Field(default=None, description="Only these tenants' adapters.")
     adapters: list[str] | None = Field(default=None, description="Only these adapters: 'tenant/name' or "
@@ -92,6 +92,6 @@ class MigrationList(BaseModel):
 class PinRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    base_version: int | None = Field(default=None, ge=1, description="Base version to pin to: the one it is "
+    base_version: int | None = Field(default=None, ge=1, le=999_999_999, description="Base version to pin to: the one it is "
                                      "served on now (default) or the one it was trained on.")
 
