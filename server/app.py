@@ -126,7 +126,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await services.adapters.live_check.stop()
         await services.pool.stop()
 
-    app = FastAPI(title="peftserve", version="0.1.0", lifespan=lifespan)
+    docs = {} if settings.api_docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="peftserve", version="0.1.0", lifespan=lifespan, **docs)
     app.state.services = services
     install_error_handlers(app, on_internal_error=lambda request: services.metrics.internal_errors.labels(
         request.method).inc())

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     access_log: bool = False
     """Log every HTTP request (off by default: it costs CPU on the request path; /metrics counts them)."""
 
+    api_docs: bool = False
+    """Serve the interactive API docs and schema (``/docs``, ``/redoc``, ``/openapi.json``). Off by
+    default: they list every admin route to anyone who can reach the gateway."""
+
     admin_key: str | None = None
     """Key for ``/admin/``; when unset, one is generated on first start into ``<data_dir>/admin.key``."""
 

@@ -119,3 +119,47 @@ def test_train_command_writes_a_lora_and_its_eval_set(tiny_base_dir, tmp_path):
     bad.write_text('{"prompt": "x"}\n')
     code, out = run_cli("train", str(bad), "--base-dir", str(tiny_base_dir), "--out", str(tmp_path / "bad"), env={})
     assert code == 1 and "line 1" in out["error"]["message"]
+
+
+def test_a_leaked_key_is_revoked_at_once(gateway, gateway_env):
+    """`peftserve key list|revoke`: the revoked key answers 401 on the very next request (this
+    gateway drops its lookup cache), the tenant's other keys keep working; no key is ever shown."""
+    code, created = run_cli("tenant", "create", "leaky", env=gateway_env)
+    assert code == 0
+    first = created["api_key"]
+    code, second = run_cli("key", "create", "--tenant", "leaky", env=gateway_env)
+    assert code == 0
+    with gateway.client(first) as c:  # cached as valid before the revocation
+        assert c.get("/v1/models").status_code == 200
+    code, listed = run_cli("key", "list", "--tenant", "leaky", env=gateway_env)
+    assert code == 0 and len(listed["keys"]) == 2 and all(k["revoked_at"] is None for k in listed["keys"])
+    assert first not in json.dumps(listed) and first.startswith(listed["keys"][0]["prefix"])
+    code, revoked = run_cli("key", "revoke", "--tenant", "leaky", "--id", str(listed["keys"][0]["id"]),
+                            env=gateway_env)
+    assert code == 0 and revoked["revoked_at"]
+    with gateway.client(first) as c:
+        resp = c.get("/v1/models")
+        assert resp.status_code == 401 and resp.json()["error"]["type"] == "authentication_error"
+    with gateway.client(second["api_key"]) as c:
+        assert c.get("/v1/models").status_code == 200
+    assert run_cli("tenant", "create", "leaky-neighbour", env=gateway_env)[0] == 0
+    code, out = run_cli("key", "revoke", "--tenant", "leaky-neighbour", "--id", str(listed["keys"][1]["id"]),
+                        env=gateway_env)
+    assert code == 1 and out["error"]["status"] == 404  # another tenant's key id: not found, not revoked
+    with gateway.client(second["api_key"]) as c:
+        assert c.get("/v1/models").status_code == 200
+
+
+def test_a_disabled_tenant_is_refused_until_enabled(gateway, gateway_env):
+    code, created = run_cli("tenant", "create", "paused", env=gateway_env)
+    assert code == 0
+    with gateway.client(created["api_key"]) as c:
+        assert c.get("/v1/models").status_code == 200
+        code, out = run_cli("tenant", "disable", "paused", env=gateway_env)
+        assert code == 0 and out["disabled_at"]
+        resp = c.get("/v1/models")
+        assert resp.status_code == 401 and resp.json()["error"]["type"] == "authentication_error"
+        code, tenants = run_cli("tenant", "list", env=gateway_env)
+        assert next(t for t in tenants["tenants"] if t["name"] == "paused")["disabled_at"]
+        assert run_cli("tenant", "enable", "paused", env=gateway_env)[0] == 0
+        assert c.get("/v1/models").status_code == 200

@@ -116,3 +116,13 @@ def test_wrong_keys_on_admin_routes_are_401(gateway):
         with gateway.client(key) as c:
             resp = c.get("/admin/tenants")
             assert resp.status_code == 401 and resp.json()["error"]["type"] == "authentication_error"
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_api_docs_are_off_unless_enabled(tmp_path, enabled):
+    client = TestClient(create_app(gateway_settings(tmp_path, database_url=None, api_docs=enabled)))
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        resp = client.get(path)
+        assert resp.status_code == (200 if enabled else 404), (path, resp.status_code)
+        if not enabled:
+            assert resp.json()["error"]["code"] == "not_found"

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from adapters.registry.models import (Adapter, AdapterStatus, ApiKey, BaseModel, BaseVersion, FileStatus, StoredFile,
-                                      Tenant)
+                                      Tenant, utcnow)
 from server.errors import ConflictError, InvalidRequestError, NotFoundError
 from server.tenancy.api_keys import display_prefix, hash_api_key, new_api_key
 
@@ -91,10 +91,36 @@ class Registry(Repository):
         with self.session() as s:
             return list(s.scalars(select(Tenant).order_by(Tenant.id)))
 
+    def set_tenant_disabled(self, tenant_name: str, disabled: bool) -> Tenant:
+        with self.session() as s:
+            tenant = self._tenant(s, tenant_name)
+            if disabled and tenant.disabled_at is None:
+                tenant.disabled_at = utcnow()
+            elif not disabled:
+                tenant.disabled_at = None
+            return tenant
+
+    def list_api_keys(self, tenant_name: str) -> list[ApiKey]:
+        with self.session() as s:
+            tenant = self._tenant(s, tenant_name)
+            return list(s.scalars(select(ApiKey).where(ApiKey.tenant_id == tenant.id).order_by(ApiKey.id)))
+
+    def revoke_api_key(self, tenant_name: str, key_id: int) -> ApiKey:
+        """Revoke one of the tenant's keys (idempotent: a revoked key stays revoked at its first time)."""
+        with self.session() as s:
+            tenant = self._tenant(s, tenant_name)
+            key = s.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant.id))
+            if key is None:
+                raise NotFoundError(f"tenant {tenant_name!r} has no API key {key_id}", code="api_key_not_found")
+            if key.revoked_at is None:
+                key.revoked_at = utcnow()
+            return key
+
     def tenant_for_key(self, key: str) -> Tenant | None:
         with self.session() as s:
             return s.scalar(
-                select(Tenant).join(ApiKey).where(ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None))
+                select(Tenant).join(ApiKey).where(ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None),
+                                                  Tenant.disabled_at.is_(None))
             )
 
     # --- base models ------------------------------------------------------------------

@@ -4,14 +4,14 @@ import asyncio
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Path as PathParam, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from migration.compatibility.chart import report_chart_png
 from migration.base_versions.importer import import_base
 from migration.compatibility.compare_versions import compare_versions
 from server.adapters_api.protocol import AdapterPublic
-from server.admin.protocol import ApiKeyCreated, BaseImport, BaseVersionPublic, TenantCreate, TenantPublic, WorkerPublic
+from server.admin.protocol import ApiKeyCreated, ApiKeyPublic, BaseImport, BaseVersionPublic, TenantCreate, TenantPublic, WorkerPublic
 from server.deps import AdminDep, ServicesDep
 from server.errors import InvalidRequestError
 
@@ -27,14 +27,49 @@ async def create_tenant(body: TenantCreate, services: ServicesDep) -> ApiKeyCrea
 
 @router.get("/tenants")
 async def list_tenants(services: ServicesDep) -> list[TenantPublic]:
-    return [TenantPublic(name=t.name, created_at=t.created_at)
-            for t in await asyncio.to_thread(services.registry.list_tenants)]
+    return [_tenant_public(t) for t in await asyncio.to_thread(services.registry.list_tenants)]
+
+
+@router.post("/tenants/{tenant}/disable")
+async def disable_tenant(tenant: str, services: ServicesDep) -> TenantPublic:
+    """Refuse every key of the tenant (401), at once on this gateway, on others within the lookup
+    cache's TTL; its adapters, files and jobs are kept (enable undoes it)."""
+    row = await asyncio.to_thread(services.registry.set_tenant_disabled, tenant, True)
+    services.tenant_cache.clear()
+    return _tenant_public(row)
+
+
+@router.post("/tenants/{tenant}/enable")
+async def enable_tenant(tenant: str, services: ServicesDep) -> TenantPublic:
+    return _tenant_public(await asyncio.to_thread(services.registry.set_tenant_disabled, tenant, False))
+
+
+def _tenant_public(t) -> TenantPublic:
+    return TenantPublic(name=t.name, created_at=t.created_at, disabled_at=t.disabled_at)
 
 
 @router.post("/tenants/{tenant}/keys", status_code=201)
 async def create_key(tenant: str, services: ServicesDep) -> ApiKeyCreated:
     key = await asyncio.to_thread(services.registry.create_api_key, tenant)
     return ApiKeyCreated(tenant=tenant, api_key=key)
+
+
+@router.get("/tenants/{tenant}/keys")
+async def list_keys(tenant: str, services: ServicesDep) -> list[ApiKeyPublic]:
+    return [_key_public(k) for k in await asyncio.to_thread(services.registry.list_api_keys, tenant)]
+
+
+@router.delete("/tenants/{tenant}/keys/{key_id}")
+async def revoke_key(tenant: str, key_id: Annotated[int, PathParam(ge=1, le=2**62)], services: ServicesDep) -> ApiKeyPublic:
+    """Revoke a key: refused at once by this gateway, by others within the lookup cache's TTL
+    (PEFTSERVE_LOOKUP_CACHE_TTL_S)."""
+    key = await asyncio.to_thread(services.registry.revoke_api_key, tenant, key_id)
+    services.tenant_cache.clear()  # the cache is keyed by the raw key, which is not stored: drop all
+    return _key_public(key)
+
+
+def _key_public(k) -> ApiKeyPublic:
+    return ApiKeyPublic(id=k.id, prefix=k.prefix, created_at=k.created_at, revoked_at=k.revoked_at)
 
 
 @router.get("/bases")

@@ -12,11 +12,19 @@ class TenantCreate(BaseModel):
 class TenantPublic(BaseModel):
     name: str
     created_at: datetime
+    disabled_at: datetime | None = None
 
 
 class ApiKeyCreated(BaseModel):
     tenant: str
     api_key: str = Field(description="Shown once; only its hash is stored.")
+
+
+class ApiKeyPublic(BaseModel):
+    id: int
+    prefix: str = Field(description="The key's first characters, to tell keys apart; never the key.")
+    created_at: datetime
+    revoked_at: datetime | None
 
 
 class BaseVersionPublic(BaseModel):

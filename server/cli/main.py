@@ -131,7 +131,22 @@ def tenant_create(name: str, url: UrlOpt = None, as_json: JsonOpt = False) -> No
 def tenant_list(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     """List tenants."""
     rows = admin_call(url, as_json, "GET", "/admin/tenants")
-    emit(as_json, {"tenants": rows}, make_table("tenants", rows, ["name", "created_at"]))
+    emit(as_json, {"tenants": rows}, make_table("tenants", rows, ["name", "created_at", "disabled_at"]))
+
+
+@tenant_app.command("disable")
+def tenant_disable(name: str, url: UrlOpt = None, as_json: JsonOpt = False) -> None:
+    """Refuse every key of a tenant (at once here, on other gateways within PEFTSERVE_LOOKUP_CACHE_TTL_S);
+    its adapters and jobs are kept."""
+    data = admin_call(url, as_json, "POST", f"/admin/tenants/{name}/disable")
+    emit(as_json, data, f"tenant {name} disabled at {data['disabled_at']}")
+
+
+@tenant_app.command("enable")
+def tenant_enable(name: str, url: UrlOpt = None, as_json: JsonOpt = False) -> None:
+    """Accept a disabled tenant's (unrevoked) keys again."""
+    data = admin_call(url, as_json, "POST", f"/admin/tenants/{name}/enable")
+    emit(as_json, data, f"tenant {name} enabled")
 
 
 @key_app.command("create")
@@ -140,6 +155,24 @@ def key_create(tenant: Annotated[str, typer.Option(help="Tenant name.")], url: U
     """Create another API key for a tenant (shown once)."""
     data = admin_call(url, as_json, "POST", f"/admin/tenants/{tenant}/keys")
     emit(as_json, data, f"API key for {tenant} (shown once): {data['api_key']}")
+
+
+@key_app.command("list")
+def key_list(tenant: Annotated[str, typer.Option(help="Tenant name.")], url: UrlOpt = None,
+             as_json: JsonOpt = False) -> None:
+    """List a tenant's API keys (id, prefix, created, revoked; never the keys themselves)."""
+    rows = admin_call(url, as_json, "GET", f"/admin/tenants/{tenant}/keys")
+    emit(as_json, {"keys": rows}, make_table(f"API keys of {tenant}", rows, ["id", "prefix", "created_at", "revoked_at"]))
+
+
+@key_app.command("revoke")
+def key_revoke(tenant: Annotated[str, typer.Option(help="Tenant name.")],
+               key_id: Annotated[int, typer.Option("--id", help="Key id (from `key list`).")], url: UrlOpt = None,
+               as_json: JsonOpt = False) -> None:
+    """Revoke an API key: refused at once by the gateway that receives this, by other gateways
+    within PEFTSERVE_LOOKUP_CACHE_TTL_S."""
+    data = admin_call(url, as_json, "DELETE", f"/admin/tenants/{tenant}/keys/{key_id}")
+    emit(as_json, data, f"API key {key_id} of {tenant} revoked at {data['revoked_at']}")
 
 
 @adapter_app.command("add")
