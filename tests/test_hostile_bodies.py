@@ -126,3 +126,15 @@ def test_api_docs_are_off_unless_enabled(tmp_path, enabled):
         assert resp.status_code == (200 if enabled else 404), (path, resp.status_code)
         if not enabled:
             assert resp.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("config", [b'{"r": ' + b"[" * 5000 + b"]" * 5000 + b"}", b'{"r": NaN}'],
+                         ids=["nested 5000 deep", "NaN rank"])
+def test_hostile_adapter_configs_are_4xx(gateway, lora_factory, config):
+    weights = (lora_factory(11) / "adapter_model.safetensors").read_bytes()
+    gateway.tenant_key("hostile-upload")
+    with gateway.admin() as admin:
+        files = [("file", ("adapter_config.json", config)), ("file", ("adapter_model.safetensors", weights))]
+        resp = admin.post("/admin/tenants/hostile-upload/adapters", data={"name": "deep"}, files=files)
+    assert resp.status_code in (400, 422), resp.text
+    assert resp.json()["error"]["param"] == "adapter_config.json"

@@ -16,16 +16,16 @@ GOOD_EVAL = json.dumps({"prompt": "a", "expected": "b"})
 @pytest.mark.parametrize("text,count", [
     (GOOD, 1), (GOOD + "\n", 1), (GOOD + "\r\n" + GOOD + "\r\n", 2),
     (json.dumps({"prompt": "line\u2028separator \x1c \x0c inside", "completion": "b"}, ensure_ascii=False), 1),
-], ids=["one line", "final newline", "CRLF", "U+2028 and control characters inside a string"])
+    (GOOD + "\n\n" + GOOD + "\n  \n", 2),
+], ids=["one line", "final newline", "CRLF", "U+2028 and control characters inside a string",
+        "blank lines skipped (as files stored earlier have them)"])
 def test_valid_json_lines_are_accepted(text, count):
     assert len(parse_records(text.encode())) == count
 
 
 BAD = {
     "empty file": "",
-    "only a newline": "\n",
-    "blank line in the middle": GOOD + "\n\n" + GOOD,
-    "whitespace line": GOOD + "\n   \n" + GOOD,
+    "only blank lines": "\n  \n",
     "lone surrogate": '{"prompt": "\\ud800", "completion": "b"}',
     "NaN": '{"prompt": "a", "completion": "b", "weight": NaN}',
     "nested 5000 deep": '{"prompt": "a", "completion": ' + "[" * 5000 + "]" * 5000 + "}",

@@ -63,6 +63,7 @@ CASES = {
     "prefill, uneven runs (per-slot path)": [0] * 60 + [-1] * 7 + [2] * 3 + [3] * 2,
     "prefill, even runs (padded path)": [0] * 20 + [-1] * 7 + [2] * 20 + [3] * 20,
     "decodes next to one prefill run (both paths)": [1, -1, 2, 3] + [0] * 30 + [-1, 1],
+    "padding too costly (every slot on its own)": [3] * 10 + [2] + [-1],
     "one adapter only": [1, 1, 1],
     "base only": [-1, -1, -1, -1],
 }
@@ -111,6 +112,22 @@ def test_upstream_wrapper_leaks_the_last_slot_into_base_tokens():
     token_slots = [-1, 0, -1]
     y0, _, y, _ = run(PunicaWrapperCPU, token_slots, a, b)
     assert not torch.equal(y[0], y0[0])
+
+
+@pytest.mark.parametrize("token_slots", [[0, 1, -1], [2, 2, 2]], ids=["padded", "one adapter for all"])
+def test_rows_beyond_the_batch_tokens_are_never_touched(token_slots):
+    """vLLM may hand over x / y with more rows than the step has tokens (padding)."""
+    a, b = stacked(0, QKV, live_slots=(0, 1, 2, 3))
+    wrapper = GroupedPunicaWrapperCPU(max_num_batched_tokens=256, max_batches=16, device="cpu")
+    ids = [(11, 12, 13, 14)[s] if s >= 0 else 0 for s in token_slots]
+    wrapper.update_metadata(LoRAMapping(ids, ids, is_prefill=False), [11, 12, 13, 14], SLOTS + 1, 1000)
+    x = torch.randn(len(token_slots) + 2, IN).to(torch.bfloat16)
+    y0 = torch.randn(len(token_slots) + 2, sum(QKV)).to(torch.bfloat16)
+    y = y0.clone()
+    wrapper.add_lora_linear(y, x, a, b, 1.0, QKV)
+    assert torch.equal(y[len(token_slots):], y0[len(token_slots):])
+    want = reference(y0[:len(token_slots)], x, a, b, token_slots)
+    torch.testing.assert_close(y[:len(token_slots)].float(), want, atol=0.1, rtol=0.02)
 
 
 def test_module_without_weights_in_active_slots_is_skipped():

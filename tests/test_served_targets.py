@@ -30,6 +30,8 @@ def test_worker_flags_follow_the_settings(tmp_path):
 def test_more_adapters_per_batch_than_resident_is_refused(tmp_path):
     with pytest.raises(ValidationError, match="max_loras_per_batch"):
         Settings(data_dir=tmp_path, max_resident_adapters=4, max_loras_per_batch=8)
+    assert Settings(data_dir=tmp_path, max_resident_adapters=4).max_loras_per_batch == 4  # default follows
+    assert Settings(data_dir=tmp_path).max_loras_per_batch == Settings(data_dir=tmp_path).max_resident_adapters
 
 
 @pytest.fixture

@@ -15,22 +15,17 @@ def parse_jsonl(raw: bytes, model: type[M], fail: Callable[[str], Exception], *,
     """Parse every line of ``raw`` as ``model``; ``fail(message)`` builds the error.
 
     Lines end at "\n" only (JSON Lines; a "\r" before it is dropped): str.splitlines() would also
-    split inside valid JSON text at U+2028, \x1c or \x0c. One final newline is allowed; an empty
-    line anywhere else, or no line at all, is an error here rather than later."""
+    split inside valid JSON text at U+2028, \x1c or \x0c. Blank lines are skipped (files stored
+    before they were refused must still parse later); a file without any line is an error."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise fail("not UTF-8 text") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    if not lines:
-        raise fail("is empty")
     items = []
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
         line = line.removesuffix("\r")
         if not line.strip():
-            raise fail(f"line {number}: empty line")
+            continue
         try:
             value = loads_untrusted(line)
         except ValueError as e:  # json.JSONDecodeError included
@@ -47,4 +42,6 @@ def parse_jsonl(raw: bytes, model: type[M], fail: Callable[[str], Exception], *,
             raise fail(f"line {number}: {where + ': ' if where else ''}{message}") from None
         if max_items is not None and len(items) > max_items:
             raise fail(f"more than {max_items} items")
+    if not items:
+        raise fail("has no lines")
     return items

@@ -9,6 +9,7 @@ import json
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from adapters.format.untrusted_json import loads_untrusted
 from server.errors import AdapterInvalidError
 
 MAX_CONFIG_BYTES = 64 * 1024
@@ -84,8 +85,8 @@ def parse_lora_config(raw: bytes, *, max_rank: int) -> LoraConfig:
     if len(raw) > MAX_CONFIG_BYTES:
         raise _fail(f"{len(raw)} bytes exceeds the {MAX_CONFIG_BYTES}-byte limit")
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = loads_untrusted(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError and too-deep nesting
         raise _fail(f"not valid UTF-8 JSON ({e})") from None
     if not isinstance(data, dict):
         raise _fail("must be a JSON object")

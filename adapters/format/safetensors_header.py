@@ -5,12 +5,12 @@ JSON shape, dtypes, offsets inside the file, no overlaps, sizes that match dtype
 instead of trusting a library to fail safely on a hostile file.
 """
 
-import json
 import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.format.untrusted_json import loads_untrusted
 from server.errors import AdapterInvalidError
 
 # Bytes per element of the dtypes an adapter or base model may carry.
@@ -56,8 +56,8 @@ def read_header(path: Path, *, allowed_dtypes: set[str] | None = None, display_n
             )
         raw = f.read(header_len)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        header = loads_untrusted(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError and too-deep nesting
         raise _fail(f"{name}: header is not valid UTF-8 JSON ({e.__class__.__name__})") from None
     if not isinstance(header, dict):
         raise _fail(f"{name}: header must be a JSON object")

@@ -54,7 +54,10 @@ async def try_adapter(adapter: Adapter, new_version: BaseVersion, old: WorkerSlo
         check_served_targets(config, settings.served_targets)
     except AdapterInvalidError as e:
         return incompatible(f"does not fit {new_version.ref}: {e.message}")
-    items, has_expected = await asyncio.to_thread(eval_items_of, adapter, blobs, settings)
+    try:
+        items, has_expected = await asyncio.to_thread(eval_items_of, adapter, blobs, settings)
+    except AdapterInvalidError as e:  # stored before today's checks: judge this adapter, not the job
+        return incompatible(f"its eval set cannot be used: {e.message}")
 
     async def path() -> str:
         return str(folder)
