@@ -120,3 +120,31 @@ def test_adapter_output_equals_transformers_peft(gateway, tiny_base_dir, lora_fa
     assert max(diffs) <= LOGPROB_TOLERANCE, f"vLLM vs transformers+peft: {got['logprobs']} vs {want}"
     # Each greedy token of the worker is the reference's best, up to a near tie.
     assert all(w >= b - LOGPROB_TOLERANCE for w, b in zip(want, best)), (want, best)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the plugin replaces the CPU path only; GPU workers keep vLLM's")
+def test_a_worker_without_the_plugin_is_never_served(tmp_path, tiny_base_dir):
+    """vLLM only logs a plugin that fails to load; here VLLM_PLUGINS leaves ours out, as a worker
+    installed without peftserve would. The real worker starts and answers /health, and the
+    supervisor refuses to route to it (it would leak adapters across a mixed batch)."""
+    import asyncio
+
+    from server.engine.worker_process import ManagedWorker
+    from server.metrics import GatewayMetrics
+    from tests.gateway_harness import free_port, gateway_settings
+
+    async def start_and_judge(env: dict) -> tuple[bool, bool]:
+        settings = gateway_settings(tmp_path / f"data-{len(env)}", database_url=None,
+                                    worker_env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0", **env})
+        worker = ManagedWorker("tiny@1", str(tiny_base_dir), free_port(), settings, GatewayMetrics(10))
+        worker._spawn()
+        try:
+            return await worker._wait_healthy(), worker._runs_safe_lora_path()
+        finally:
+            worker._kill()
+            await worker.client.aclose()
+
+    healthy, safe = asyncio.run(start_and_judge({"VLLM_PLUGINS": "lora_filesystem_resolver"}))
+    assert healthy and not safe
+    healthy, safe = asyncio.run(start_and_judge({}))
+    assert healthy and safe

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from server.engine.vllm_plugin import KERNEL_ENV
+from server.engine.vllm_plugin import KERNEL_ENV, UPSTREAM_CPU_WRAPPER
 from server.engine.worker_client import WorkerClient
 from server.metrics import GatewayMetrics
 from server.settings import Settings
@@ -63,6 +63,7 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"  # the gateway loads adapters at run time
     env[KERNEL_ENV] = settings.lora_kernel  # read by our vLLM plugin inside the worker
     env.setdefault("HF_HUB_OFFLINE", "1")  # never fetch from a model hub
+    env.setdefault("PYTHONUNBUFFERED", "1")  # the log is read at start-up (which LoRA path runs)
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     return env
 
@@ -117,7 +118,7 @@ class ManagedWorker:
         while True:
             self.state = WorkerState.starting if self.restarts == 0 else WorkerState.restarting
             self._spawn()
-            if await self._wait_healthy():
+            if await self._wait_healthy() and self._runs_safe_lora_path():
                 backoff = 1.0
                 self._set_ready(True)
                 await self._watch()
@@ -138,6 +139,21 @@ class ManagedWorker:
             if await self.client.healthy():
                 return True
             await asyncio.sleep(0.5)
+        return False
+
+    def _runs_safe_lora_path(self) -> bool:
+        """vLLM only logs a plugin that fails to load, and then serves with its own CPU LoRA path,
+        which gives base-model tokens in a mixed batch another tenant's adapter. The worker's log
+        names the wrapper it built: never serve one that runs vLLM's CPU path unless asked to."""
+        if self.settings.lora_kernel != "peftserve":
+            return True
+        text = self.log_path.read_text(errors="replace")
+        this_start = text.rsplit("=== start ", 1)[-1]
+        if f"Using {UPSTREAM_CPU_WRAPPER.rsplit('.', 1)[-1]}." not in this_start:
+            return True
+        log.error("worker %s runs vLLM's own CPU LoRA path: peftserve's vLLM plugin did not load (is peftserve "
+                  "installed in the worker's environment, and not excluded by VLLM_PLUGINS?); not serving it. "
+                  "Log: %s", self.name, self.log_path)
         return False
 
     async def _watch(self) -> None:
