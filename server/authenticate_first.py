@@ -3,8 +3,8 @@
 FastAPI resolves a route's body before its dependencies run, so without this an unauthenticated
 client could make the gateway read (and spool to disk) a whole upload, or parse a 64 MiB JSON
 body, only to answer 401 afterwards. This ASGI middleware answers 401 for ``/v1/`` and
-``/admin/`` from the Authorization header alone; the routes' own dependencies check again (the
-lookup is cached) and give handlers the tenant.
+``/admin/`` from the Authorization header alone and hands the tenant it found to the routes'
+dependencies (request.state), which check the key themselves only if it did not run.
 """
 
 from starlette.datastructures import Headers
@@ -26,7 +26,8 @@ class AuthenticateFirst:
             if path == "/admin" or path.startswith("/admin/"):
                 check_admin_headers(Headers(scope=scope), self.services)
             elif path.startswith("/v1/"):
-                await tenant_for_headers(Headers(scope=scope), self.services)
+                tenant = await tenant_for_headers(Headers(scope=scope), self.services)
+                scope.setdefault("state", {})["tenant"] = tenant  # the route's dependency takes it from here
         except AuthenticationError as e:
             response = error_response(e)
             response.headers["connection"] = "close"  # the unread body must not become the next request

@@ -90,7 +90,8 @@ def check_admin_headers(headers: Mapping[str, str], services: Services) -> None:
 
 
 async def get_tenant(request: Request, services: ServicesDep) -> Tenant:
-    return await tenant_for_headers(request.headers, services)
+    tenant = getattr(request.state, "tenant", None)  # set by AuthenticateFirst from the same headers
+    return tenant if tenant is not None else await tenant_for_headers(request.headers, services)
 
 
 def require_admin(request: Request, services: ServicesDep) -> None:

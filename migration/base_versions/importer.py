@@ -9,7 +9,7 @@ from pathlib import Path
 
 from adapters.registry.models import BaseVersion
 from adapters.registry.repository import Registry, check_name
-from migration.base_versions.architecture import read_architecture
+from migration.base_versions.architecture import BaseArchitecture, read_architecture
 from migration.base_versions.architecture_diff import architecture_differences
 from migration.base_versions.gguf_import import DEMO_BASE_NAME, convert_gguf, demo_gguf_path
 from server.errors import ConflictError, InvalidRequestError
@@ -33,8 +33,8 @@ def import_base(registry: Registry, bases_dir: Path, *, name: str, source: Path 
     with _import_lock(bases_dir):
         staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=bases_dir))
         try:
-            _stage(staging, gguf, source)
-            return _register(registry, bases_dir, name, version, staging, str(gguf or source))
+            arch = _stage(staging, gguf, source)
+            return _register(registry, bases_dir, name, version, staging, arch, str(gguf or source))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -49,7 +49,7 @@ def _import_lock(bases_dir: Path):
         os.close(fd)  # releases the lock
 
 
-def _stage(staging: Path, gguf: Path | None, source: Path | None) -> None:
+def _stage(staging: Path, gguf: Path | None, source: Path | None) -> BaseArchitecture:
     try:
         if gguf is not None:
             convert_gguf(gguf, staging)
@@ -58,7 +58,7 @@ def _stage(staging: Path, gguf: Path | None, source: Path | None) -> None:
                 for f in source.glob(pattern):
                     if f.is_file() and not f.is_symlink():
                         shutil.copy2(f, staging / f.name)
-        read_architecture(staging)  # a broken config or weight file is the caller's error
+        return read_architecture(staging)  # a broken config or weight file is the caller's error
     except InvalidRequestError:
         raise
     except (ValueError, KeyError, TypeError, OSError) as e:
@@ -67,8 +67,7 @@ def _stage(staging: Path, gguf: Path | None, source: Path | None) -> None:
 
 
 def _register(registry: Registry, bases_dir: Path, name: str, version: int | None, staging: Path,
-              source: str) -> BaseVersion:
-    arch = read_architecture(staging)
+              arch: BaseArchitecture, source: str) -> BaseVersion:
     latest = registry.find_base_version(name)
     if latest is not None and latest.fingerprint != arch.fingerprint:
         differences = architecture_differences(read_architecture(Path(latest.path)), arch)

@@ -88,6 +88,7 @@ class ManagedWorker:
         self._supervisor: asyncio.Task | None = None
         self._ready = asyncio.Event()
         self.log_path = settings.logs_dir / f"worker-{name.replace('@', '-v')}.log"
+        self._log_start = 0
 
     @property
     def pid(self) -> int | None:
@@ -106,6 +107,7 @@ class ManagedWorker:
         log_file = self.log_path.open("ab")
         log_file.write(f"\n=== start {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
         log_file.flush()
+        self._log_start = log_file.tell()  # this start's lines begin here (the log is appended to)
         self.process = subprocess.Popen(
             worker_command(self.settings, self.model_path, self.port), env=worker_environment(self.settings),
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -147,8 +149,9 @@ class ManagedWorker:
         names the wrapper it built: never serve one that runs vLLM's CPU path unless asked to."""
         if self.settings.lora_kernel != "peftserve":
             return True
-        text = self.log_path.read_text(errors="replace")
-        this_start = text.rsplit("=== start ", 1)[-1]
+        with self.log_path.open("rb") as f:
+            f.seek(self._log_start)
+            this_start = f.read().decode(errors="replace")
         if f"Using {UPSTREAM_CPU_WRAPPER.rsplit('.', 1)[-1]}." not in this_start:
             return True
         log.error("worker %s runs vLLM's own CPU LoRA path: peftserve's vLLM plugin did not load (is peftserve "

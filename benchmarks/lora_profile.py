@@ -1,0 +1,87 @@
+"""Where the plugin's time goes: the engine in-process, SmolLM2-135M-Instruct, 16 requests x 32
+tokens, with each of the plugin's LoRA calls timed per module kind (q/k/v, o_proj) and phase.
+
+Rows, one engine each (in this process, one after the other): LoRA disabled; the plugin with 1
+adapter; the plugin with 16 distinct adapters (r = 16, q,k,v,o). Prints a table and writes
+benchmarks/results/lora_profile.json with the versions and the commit.
+
+    .venv/bin/python benchmarks/lora_profile.py      # ~3 min on 2 cores
+"""
+
+import collections
+import gc
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine in this process, so its calls can be timed
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.bench_support import CACHE, PROMPT, ROOT, demo_base_dir, make_adapters, run_metadata
+from server.engine.vllm_plugin import grouped_lora_cpu
+from server.settings import DEFAULT_LORA_TARGETS
+
+REQUESTS, TOKENS, RANK = 16, 32, 16
+timings: dict[str, list[float]] = collections.defaultdict(list)
+
+
+def timed_add_lora_linear(original):
+    def add_lora_linear(self, y, x, a, b, scale, output_slices, **kwargs):
+        started = time.perf_counter()
+        original(self, y, x, a, b, scale, output_slices, **kwargs)
+        phase = "decode" if x.shape[0] <= REQUESTS else "prefill"
+        kind = "qkv" if len(output_slices) == 3 else "o_proj" if len(output_slices) == 1 else "other"
+        timings[f"{kind} {phase}"].append(time.perf_counter() - started)
+    return add_lora_linear
+
+
+def run(base_dir: Path, adapters: list[Path] | None) -> float:
+    """Tokens per second of one generate call after a warm-up (the adapters loaded)."""
+    from vllm import LLM, SamplingParams
+    from vllm.lora.request import LoRARequest
+
+    lora = {} if adapters is None else dict(enable_lora=True, max_loras=16, max_lora_rank=RANK, max_cpu_loras=32,
+                                            lora_target_modules=list(DEFAULT_LORA_TARGETS))
+    llm = LLM(model=str(base_dir), enforce_eager=True, max_model_len=2048, **lora)
+    params = SamplingParams(max_tokens=TOKENS, ignore_eos=True, temperature=0)
+    requests = None if adapters is None else [
+        LoRARequest(f"a{i % len(adapters)}", i % len(adapters) + 1, str(adapters[i % len(adapters)]))
+        for i in range(REQUESTS)]
+    llm.generate([PROMPT] * REQUESTS, params, lora_request=requests, use_tqdm=False)  # warm-up
+    timings.clear()
+    started = time.perf_counter()
+    llm.generate([PROMPT] * REQUESTS, params, lora_request=requests, use_tqdm=False)
+    seconds = time.perf_counter() - started
+    del llm
+    gc.collect()
+    return REQUESTS * TOKENS / seconds
+
+
+def main() -> None:
+    base_dir = demo_base_dir(CACHE / "base-data")
+    adapters = make_adapters(base_dir, CACHE / "adapters", 16, rank=RANK)
+    wrapper = grouped_lora_cpu.GroupedPunicaWrapperCPU
+    wrapper.add_lora_linear = timed_add_lora_linear(wrapper.add_lora_linear)
+    rows = []
+    for label, chosen in (("LoRA disabled", None), ("plugin, 1 adapter", adapters[:1]),
+                          ("plugin, 16 adapters", adapters)):
+        tok_per_s = run(base_dir, chosen)
+        calls = {k: {"calls": len(v), "us_per_call": 1e6 * sum(v) / len(v), "seconds": sum(v)}
+                 for k, v in sorted(timings.items())}
+        rows.append({"label": label, "tok_per_s": tok_per_s, "lora_calls": calls})
+    base = rows[0]["tok_per_s"]
+    print(f"\n{'engine':<22}{'tok/s':>8}{'x disabled':>12}  LoRA calls (us per call, calls)")
+    for r in rows:
+        calls = ", ".join(f"{k} {c['us_per_call']:.0f} us x{c['calls']}" for k, c in r["lora_calls"].items())
+        print(f"{r['label']:<22}{r['tok_per_s']:>8.1f}{r['tok_per_s'] / base:>12.3f}  {calls}")
+    out = ROOT / "benchmarks" / "results" / "lora_profile.json"
+    out.write_text(json.dumps({"meta": run_metadata(), "requests": REQUESTS, "tokens": TOKENS, "rank": RANK,
+                               "rows": rows}, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
