@@ -1,5 +1,6 @@
 """Where the plugin's time goes: the engine in-process, SmolLM2-135M-Instruct, 16 requests x 32
-tokens, with each of the plugin's LoRA calls timed per module kind (q/k/v, o_proj) and phase.
+tokens, with each of the plugin's LoRA calls timed per module (q/k/v, o, gate/up, down) and phase
+(calls on modules no adapter targets return at once and are listed too).
 
 Rows, one engine each (in this process, one after the other): LoRA disabled; the plugin with 1
 adapter; the plugin with 16 distinct adapters (r = 16, q,k,v,o). Prints a table and writes
@@ -33,7 +34,9 @@ def timed_add_lora_linear(original):
         started = time.perf_counter()
         original(self, y, x, a, b, scale, output_slices, **kwargs)
         phase = "decode" if x.shape[0] <= REQUESTS else "prefill"
-        kind = "qkv" if len(output_slices) == 3 else "o_proj" if len(output_slices) == 1 else "other"
+        # q/k/v and gate/up are fused modules (3 and 2 slices); down_proj reads the wider FFN input.
+        kind = {3: "q/k/v", 2: "gate/up"}.get(len(output_slices)) or ("down" if x.shape[-1] > sum(output_slices)
+                                                                       else "o")
         timings[f"{kind} {phase}"].append(time.perf_counter() - started)
     return add_lora_linear
 
