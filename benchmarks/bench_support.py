@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "bench"
 
 ADMIN_KEY = "psa-bench"
+# Workers a benchmark gateway starts get this key, so the benchmark can also reach them directly.
+WORKER_KEY = "psa-bench-worker"
+WORKER_HEADERS = {"Authorization": f"Bearer {WORKER_KEY}"}
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 
 
@@ -179,5 +182,5 @@ def metric_sum(url: str, name: str) -> float:
     """Sum of one metric over all its labels, from a gateway's /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = httpx.get(f"{url}/metrics", timeout=30).text
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30).text
     return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples if s.name == name)

@@ -28,7 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_support import (ADMIN_KEY, CACHE, PROMPT, ROOT, LoadResult, demo_base_dir, make_adapters,
+from benchmarks.bench_support import (ADMIN_KEY, WORKER_HEADERS, WORKER_KEY, CACHE, PROMPT, ROOT, LoadResult, demo_base_dir, make_adapters,
                                       median, register, run_load, run_metadata, start_process, stop_process,
                                       stream_one, wait_http)
 from server.engine.worker_process import CPU_WORKER_ENV, worker_command, worker_environment
@@ -67,12 +67,13 @@ def lora_worker(settings: Settings, base_dir: Path, port: int, log: Path):
 def load_direct(url: str, names: list[str], folders: list[Path]) -> None:
     for name, folder in zip(names, folders):
         httpx.post(f"{url}/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(folder)},
+                   headers=WORKER_HEADERS,
                    timeout=120).raise_for_status()
 
 
 def unload_direct(url: str, names: list[str]) -> None:
     for name in names:
-        httpx.post(f"{url}/v1/unload_lora_adapter", json={"lora_name": name}, timeout=120)
+        httpx.post(f"{url}/v1/unload_lora_adapter", json={"lora_name": name}, headers=WORKER_HEADERS, timeout=120)
 
 
 def engine_grid(base_dir: Path, args, run_dir: Path, ks: list[int], over: int) -> list[dict]:
@@ -129,7 +130,7 @@ async def paired_latency(worker_url: str, gateway_url: str, key: str, direct_nam
     """Interleaved one-token requests on two kept-alive connections: the gateway's added latency
     is the difference of the medians, with machine drift hitting both sides alike."""
     direct, gateway = [], []
-    async with httpx.AsyncClient(base_url=worker_url, timeout=600) as w, \
+    async with httpx.AsyncClient(base_url=worker_url, headers=WORKER_HEADERS, timeout=600) as w, \
             httpx.AsyncClient(base_url=gateway_url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as g:
         for i in range(pairs + 3):
             d, _ = await stream_one(w, direct_name, PROMPT, 1)
@@ -159,9 +160,9 @@ def cold_loads(worker_url: str, folders: list[Path]) -> tuple[list[float], list[
         name = f"cold-{i}"
         started = time.perf_counter()
         load_direct(worker_url, [name], [folder])
-        asyncio.run(first_token_s(worker_url, name, None))
+        asyncio.run(first_token_s(worker_url, name, WORKER_KEY))
         cold.append(time.perf_counter() - started)
-        warm.append(asyncio.run(first_token_s(worker_url, name, None)))
+        warm.append(asyncio.run(first_token_s(worker_url, name, WORKER_KEY)))
         unload_direct(worker_url, [name])
     return cold, warm
 
@@ -171,7 +172,7 @@ def gateway_part(base_dir: Path, args, run_dir: Path, ks: list[int], over: int, 
     cold_folders = make_adapters(base_dir, CACHE / "adapters-cold", 4)  # never registered anywhere
     port = 8791
     env = {"PEFTSERVE_DATA_DIR": str(run_dir / "data"), "PEFTSERVE_PORT": str(port), "PEFTSERVE_ADMIN_KEY": ADMIN_KEY,
-           "PEFTSERVE_MAX_RESIDENT_ADAPTERS": str(args.slots),
+           "PEFTSERVE_WORKER_API_KEY": WORKER_KEY, "PEFTSERVE_MAX_RESIDENT_ADAPTERS": str(args.slots),
            "PEFTSERVE_MAX_LORAS_PER_BATCH": str(args.max_loras), "PEFTSERVE_WORKER_PORT_START": "8792"}
     subprocess.run([sys.executable, "-m", "server.cli.main", "base", "import", str(base_dir), "--name", "smollm2-135m",
                     "--json"], env={**os.environ, **env}, check=True, capture_output=True, cwd=ROOT)
@@ -202,17 +203,17 @@ def gateway_part(base_dir: Path, args, run_dir: Path, ks: list[int], over: int, 
                 # More adapters than slots: vLLM manages its own cache of directly registered ones.
                 direct_names = [f"direct-{i}" for i in range(k)]
                 load_direct(worker_url, direct_names, adapters)
-            load(worker_url, direct_names, None, requests=min(k, 16), max_tokens=2)  # warm-up
+            load(worker_url, direct_names, WORKER_KEY, requests=min(k, 16), max_tokens=2)  # warm-up
             load(url, names[:k], key, requests=min(k, 16), max_tokens=2)
             b_runs, c_runs = [], []
             for r in range(args.rounds):  # alternate the order so drift hits both sides alike
                 print(f"[gateway] K={k}: round {r + 1}, (b) direct and (c) gateway ...", flush=True)
                 if r % 2 == 0:
-                    b_runs.append(load(worker_url, direct_names, None))
+                    b_runs.append(load(worker_url, direct_names, WORKER_KEY))
                     c_runs.append(load(url, names[:k], key))
                 else:
                     c_runs.append(load(url, names[:k], key))
-                    b_runs.append(load(worker_url, direct_names, None))
+                    b_runs.append(load(worker_url, direct_names, WORKER_KEY))
             if k > args.slots:
                 unload_direct(worker_url, direct_names)
             label = f"K={k}" + (f" > {args.slots} slots" if k > args.slots else "")

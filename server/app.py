@@ -8,7 +8,7 @@ import shutil
 import socket
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -31,15 +31,16 @@ from server.fine_tuning.runner import FineTuningRunner
 from server.fine_tuning.service import FineTuningService
 from server.admin_key import load_or_create_admin_key
 from server.authenticate_first import AuthenticateFirst
-from server.deps import Services
+from server.deps import Services, require_admin
 from migration.upgrade_jobs.adapter_trial import TrialSettings
 from migration.upgrade_jobs.runner import MigrationRunner
 from server.engine.pool import WorkerPool
 from server.engine.served_versions import ServedVersions
 from server.errors import install_error_handlers
-from server.metrics import GatewayMetrics
+from server.metrics import GatewayMetrics, start_metrics_listener
 from server.migrations_api.api_router import router as migrations_router
 from server.openai_api.api_router import router as openai_router
+from server.openai_api.request_limits import RequestLimits, TenantConcurrency
 from server.openai_api.serving import OpenAIServing
 from server.request_size_limit import RequestSizeLimit
 from server.settings import Settings
@@ -79,11 +80,16 @@ def build_services(settings: Settings) -> Services:
     registration = AdapterRegistration(registry, blobs, max_rank=settings.max_lora_rank,
                                        served_targets=served_targets, quota=quota)
     live_check = LiveCheck(registry, pool, materializer, registration, settings.worker_startup_timeout_s)
-    serving = OpenAIServing(registry, pool, materializer, metrics, TtlCache(settings.lookup_cache_ttl_s))
+    limits = RequestLimits(max_choices=settings.request_max_choices,
+                           max_generated_tokens=settings.request_max_generated_tokens,
+                           context_tokens=settings.worker_max_model_len)
+    serving = OpenAIServing(registry, pool, materializer, metrics, TtlCache(settings.lookup_cache_ttl_s), limits,
+                            TenantConcurrency(settings.tenant_max_concurrent_requests))
     adapters = AdapterService(settings, registry, registration, live_check, pool, materializer,
                               on_change=serving.forget_resolutions)
     fine_tuning = FineTuningService(registry, FineTuningRepository(sessions), blobs, settings.data_dir / "fine_tuning",
-                                    max_rank=settings.max_lora_rank, served_targets=served_targets)
+                                    max_rank=settings.max_lora_rank, served_targets=served_targets,
+                                    max_job_tokens=settings.fine_tuning_max_job_tokens)
     owner = gateway_instance_name(settings)
     runner = FineTuningRunner(fine_tuning, adapters, max_concurrent=settings.fine_tuning_max_concurrent,
                               max_per_tenant=settings.fine_tuning_max_per_tenant, owner=owner,
@@ -119,7 +125,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await services.fine_tuning_runner.start()
         await services.migration_runner.start()
         reconciling = asyncio.create_task(services.served.keep_reconciled(settings.reconcile_interval_s))
+        metrics_server = start_metrics_listener(settings.metrics_listen, services.metrics.registry)
         yield
+        if metrics_server is not None:
+            metrics_server.shutdown()
         reconciling.cancel()
         await services.migration_runner.stop()
         await services.fine_tuning_runner.stop()
@@ -153,8 +162,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ok = services.pool.all_ready
         return JSONResponse({"ready": ok, "workers": workers}, status_code=200 if ok else 503)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_admin)])
     async def metrics() -> Response:
+        """Needs the admin key: the labels name every tenant and adapter (or see metrics_listen)."""
         return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -71,6 +71,10 @@ class QuotaExceededError(PeftServeError):
     code = "quota_exceeded"
 
 
+class RateLimitError(PeftServeError):
+    """Too much at once (requests in flight); retrying later succeeds."""
+
+
 class WorkerUnavailableError(PeftServeError):
     """No healthy worker serves the base version right now (starting, restarting or down)."""
 
@@ -113,6 +117,7 @@ ERROR_TABLE: dict[type[PeftServeError], tuple[int, str]] = {
     PayloadTooLargeError: (413, "invalid_request_error"),
     UnsupportedMediaTypeError: (415, "invalid_request_error"),
     QuotaExceededError: (429, "rate_limit_error"),
+    RateLimitError: (429, "rate_limit_error"),
     WorkerUnavailableError: (503, "service_unavailable_error"),
     WorkerRequestError: (400, "invalid_request_error"),
 }
@@ -148,7 +153,10 @@ def install_error_handlers(app, on_internal_error=lambda request: None) -> None:
     async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
+        what = first.get("msg", "invalid request")
+        if first.get("type") == "extra_forbidden":  # e.g. a vLLM-only field the gateway does not pass on
+            what = "unsupported parameter (see the README for the parameters peftserve accepts)"
+        message = f"{where}: {what}" if where else "invalid request"
         return JSONResponse(
             error_body(message, "invalid_request_error", "invalid_request", where or None),
             status_code=400,

@@ -4,7 +4,7 @@ Label cardinality is bounded: the first ``label_limit`` distinct tenants and ada
 their own label value, later ones are counted under ``_other``; base versions are few.
 """
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 OTHER = "_other"
@@ -61,3 +61,13 @@ class GatewayMetrics:
     def labels(self, tenant: str, adapter: str, base_version: str) -> dict[str, str]:
         return {"tenant": self.tenant_label(tenant), "adapter": self.adapter_label(adapter),
                 "base_version": base_version}
+
+
+def start_metrics_listener(listen: str | None, registry: CollectorRegistry):
+    """A key-less ``/metrics`` on its own ``host:port`` (e.g. a private network Prometheus scrapes),
+    served from a thread by prometheus-client; returns the server (``.shutdown()``) or None."""
+    if not listen:
+        return None
+    host, _, port = listen.rpartition(":")
+    server, _thread = start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=registry)
+    return server

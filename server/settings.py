@@ -80,6 +80,32 @@ class Settings(BaseSettings):
     """Serve the interactive API docs and schema (``/docs``, ``/redoc``, ``/openapi.json``). Off by
     default: they list every admin route to anyone who can reach the gateway."""
 
+    metrics_listen: str | None = None
+    """``host:port`` of a second, key-less listener that serves only ``/metrics`` (for a Prometheus
+    on a private network). ``/metrics`` on the gateway's own address needs the admin key always:
+    its labels name every tenant and adapter."""
+
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """How long a client may take to send a request's headers (from connecting, or from the end
+    of its previous response) before the connection is closed: slow-header clients hold nothing."""
+
+    body_timeout_s: float = Field(default=60.0, gt=0)
+    """Longest pause between two chunks of a request body before the request is answered 408."""
+
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    """Largest request head (request line plus headers) accepted; larger is answered 431."""
+
+    max_header_count: int = Field(default=100, ge=8)
+    """Most header lines one request may carry; more is answered 431."""
+
+    max_pending_connections: int = Field(default=256, ge=1)
+    """Connections that have not yet sent complete headers (so are not authenticated), at once;
+    beyond this new connections are closed at once. Authenticated work is bounded per tenant."""
+
+    worker_api_key: str | None = None
+    """Key the gateway presents to workers (vLLM's ``VLLM_API_KEY``). Workers the gateway starts get
+    this one, or a fresh random key per start when unset; external workers need it set."""
+
     admin_key: str | None = None
     """Key for ``/admin/``; when unset, one is generated on first start into ``<data_dir>/admin.key``."""
 
@@ -162,6 +188,20 @@ class Settings(BaseSettings):
     max_archive_members: int = Field(default=32, ge=2)
     """Most members an uploaded adapter archive may hold."""
 
+    tenant_max_concurrent_requests: int = Field(default=64, ge=1)
+    """Completion requests one tenant may have in flight on one gateway; more are answered 429."""
+
+    request_max_choices: int = Field(default=16, ge=1)
+    """Completions one request may ask for (prompts x ``n``)."""
+
+    request_max_generated_tokens: int = Field(default=32768, ge=1)
+    """Tokens one request may generate at most (prompts x ``n`` x ``max_tokens``; an unset
+    ``max_tokens`` counts as worker_max_model_len)."""
+
+    fine_tuning_max_job_tokens: int = Field(default=100_000_000, ge=1)
+    """Work one fine-tuning job may ask for, as optimizer steps x batch_size x max_seq_len (an upper
+    bound on the tokens it trains on); larger jobs are refused at creation."""
+
     tenant_max_adapters: int = Field(default=200, ge=1)
     """Adapter versions one tenant may hold (rejected and deleted ones do not count)."""
 
@@ -201,6 +241,15 @@ class Settings(BaseSettings):
 
     migration_eval_concurrency: int = Field(default=4, ge=1)
     """Eval requests in flight per worker during a migration (live traffic shares the workers)."""
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _host_and_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, sep, port = value.rpartition(":")
+            if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"metrics_listen must be host:port, got {value!r}")
+        return value
 
     @field_validator("worker_urls", mode="before")
     @classmethod

@@ -11,9 +11,13 @@ import httpx
 import uvicorn
 
 from server.app import create_app
+from server.http_server import uvicorn_config
 from server.settings import Settings
 
 ADMIN_KEY = "psa-test-admin-key"
+# Every test gateway presents this to its workers, so that a second gateway can use the first's.
+WORKER_API_KEY = "psa-test-worker-key"
+WORKER_HEADERS = {"Authorization": f"Bearer {WORKER_API_KEY}"}
 JOB_LEASE_S = 3.0  # a killed gateway's jobs are taken over after this long
 
 
@@ -88,8 +92,7 @@ class Gateway:
 
 def start_gateway(settings: Settings) -> Gateway:
     app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on",
-                            timeout_keep_alive=settings.keep_alive_s)
+    config = uvicorn_config(app, settings, host="127.0.0.1", log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="gateway", daemon=True)
     thread.start()
@@ -117,6 +120,7 @@ def gateway_settings(data_dir: Path, **overrides) -> Settings:
         worker_env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
         worker_health_interval_s=0.5, worker_restart_backoff_max_s=2.0,
         max_upload_bytes=8 * 1024 * 1024, tenant_max_adapters=20, job_lease_s=JOB_LEASE_S,
+        worker_api_key=WORKER_API_KEY,
     )
     if "database_url" not in overrides:  # a registry the CLI made in data_dir is SQLite: pass None
         values["database_url"] = fresh_database_url(data_dir)

@@ -5,7 +5,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 
 def metric_sum(url: str, name: str, **labels) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=30).text
+    from tests.gateway_harness import ADMIN_KEY
+
+    resp = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+    resp.raise_for_status()
+    text = resp.text
     total = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

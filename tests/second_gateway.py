@@ -14,7 +14,7 @@ import httpx
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
 from adapters.registry.repository import Registry
 from migration.base_versions.importer import import_base
-from tests.gateway_harness import ADMIN_KEY, JOB_LEASE_S, free_port, fresh_database_url, wait_until_ready
+from tests.gateway_harness import ADMIN_KEY, JOB_LEASE_S, WORKER_API_KEY, free_port, fresh_database_url, wait_until_ready
 
 
 @dataclass
@@ -28,7 +28,7 @@ class SecondGateway:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:  # kept for the failure message of the test
             self.proc = subprocess.Popen([sys.executable, "-m", "server.cli.main", "serve"],
-                                         env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
+                                         env={**os.environ, "PEFTSERVE_WORKER_API_KEY": WORKER_API_KEY, **self.env}, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         if not wait_until_ready(self.url, 120):
             self.kill()

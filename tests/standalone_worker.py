@@ -8,7 +8,7 @@ from pathlib import Path
 
 from server.engine.worker_process import worker_command, worker_environment
 from server.settings import Settings
-from tests.gateway_harness import free_port, wait_until_http
+from tests.gateway_harness import WORKER_API_KEY, free_port, wait_until_http
 
 
 class StandaloneWorker:
@@ -17,7 +17,7 @@ class StandaloneWorker:
         self.url = f"http://127.0.0.1:{self.port}"
         with log_path.open("ab") as log:
             self.proc = subprocess.Popen(worker_command(settings, str(model_path), self.port),
-                                         env=worker_environment(settings), stdout=log, stderr=subprocess.STDOUT,
+                                         env=worker_environment(settings, settings.worker_api_key or WORKER_API_KEY), stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         if not wait_until_http(f"{self.url}/health", 300):
             self.kill()

@@ -23,8 +23,8 @@ def test_worker_flags_follow_the_settings(tmp_path):
     assert cmd[at + 1:at + 3] == ["q_proj", "v_proj"] and cmd[at + 3].startswith("--")
     assert cmd[cmd.index("--max-cpu-loras") + 1] == "12"  # vLLM's cache holds every resident adapter
     assert cmd[cmd.index("--max-loras") + 1] == "6"
-    assert worker_environment(settings)["PEFTSERVE_LORA_KERNEL"] == "vllm"
-    assert worker_environment(Settings(data_dir=tmp_path))["PEFTSERVE_LORA_KERNEL"] == "peftserve"
+    assert worker_environment(settings, "k")["PEFTSERVE_LORA_KERNEL"] == "vllm"
+    assert worker_environment(Settings(data_dir=tmp_path), "k")["PEFTSERVE_LORA_KERNEL"] == "peftserve"
 
 
 def test_more_adapters_per_batch_than_resident_is_refused(tmp_path):

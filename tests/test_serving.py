@@ -7,6 +7,7 @@ import httpx
 import openai
 import pytest
 
+from tests.gateway_harness import WORKER_HEADERS
 from tests.metrics_reading import metric_sum
 
 PROMPT = "The quick brown fox"
@@ -22,7 +23,7 @@ def direct_text(gateway, folder, prompt: str = PROMPT, max_tokens: int = 8) -> s
     """Greedy output of the worker itself for an adapter, loaded under a name of our own."""
     url = gateway.worker()["url"]
     name = f"direct-{folder.name}"
-    with httpx.Client(base_url=url, timeout=120) as w:
+    with httpx.Client(base_url=url, headers=WORKER_HEADERS, timeout=120) as w:
         w.post("/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(folder)}).raise_for_status()
         try:
             resp = w.post("/v1/completions", json={"model": name, "prompt": prompt, "max_tokens": max_tokens,
@@ -31,6 +32,22 @@ def direct_text(gateway, folder, prompt: str = PROMPT, max_tokens: int = 8) -> s
             return resp.json()["choices"][0]["text"]
         finally:
             w.post("/v1/unload_lora_adapter", json={"lora_name": name})
+
+
+def test_workers_refuse_clients_without_their_key(gateway, lora_factory):
+    """Nobody but the gateway can use a worker, load adapters into it or list what it holds."""
+    url = gateway.worker()["url"]
+    assert url.startswith("http://127.0.0.1:")  # started workers listen on loopback only
+    with httpx.Client(base_url=url, timeout=30) as w:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            assert w.get("/v1/models", headers=headers).status_code == 401
+            assert w.post("/v1/completions", headers=headers,
+                          json={"model": "base", "prompt": "x", "max_tokens": 1}).status_code == 401
+            loaded = w.post("/v1/load_lora_adapter", headers=headers,
+                            json={"lora_name": "intruder", "lora_path": str(lora_factory(3))})
+            assert loaded.status_code == 401
+        assert w.get("/v1/models", headers=WORKER_HEADERS).status_code == 200
+        assert "intruder" not in w.get("/v1/models", headers=WORKER_HEADERS).text
 
 
 @pytest.fixture(scope="module")

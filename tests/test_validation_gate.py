@@ -67,6 +67,7 @@ async def test_eval_sets_run_on_a_real_worker_and_feed_the_gate(gateway, lora_fa
 
     from adapters.format.eval_set import parse_eval_set
     from server.engine.worker_client import WorkerClient
+    from tests.gateway_harness import WORKER_API_KEY, WORKER_HEADERS
     from migration.validation_gate.eval_runner import generate_outputs
 
     items = parse_eval_set(b'{"prompt": "The quick brown fox", "expected": "jumps"}\n'
@@ -74,16 +75,16 @@ async def test_eval_sets_run_on_a_real_worker_and_feed_the_gate(gateway, lora_fa
                            b'{"prompt": "Once upon a time", "expected": "there"}\n')
     url = gateway.worker()["url"]
     folder = lora_factory(95)
-    async with httpx.AsyncClient(base_url=url) as raw:
+    async with httpx.AsyncClient(base_url=url, headers=WORKER_HEADERS) as raw:
         (await raw.post("/v1/load_lora_adapter", json={"lora_name": "gate-test", "lora_path": str(folder)})
          ).raise_for_status()
-    client = WorkerClient("tiny@1", url, timeout_s=120)
+    client = WorkerClient("tiny@1", url, timeout_s=120, api_key=WORKER_API_KEY)
     try:
         adapter_out = await generate_outputs(client, "gate-test", items, max_tokens=8)
         again = await generate_outputs(client, "gate-test", items, max_tokens=8)
         base_out = await generate_outputs(client, "base", items, max_tokens=8)
     finally:
-        async with httpx.AsyncClient(base_url=url) as raw:
+        async with httpx.AsyncClient(base_url=url, headers=WORKER_HEADERS) as raw:
             await raw.post("/v1/unload_lora_adapter", json={"lora_name": "gate-test"})
         await client.aclose()
     assert len(adapter_out) == 3 and all(adapter_out)

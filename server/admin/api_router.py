@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Path as PathParam, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 
+from adapters.registry.models import TERMINAL_JOB_STATES
 from migration.compatibility.chart import report_chart_png
 from migration.base_versions.importer import import_base
 from migration.compatibility.compare_versions import compare_versions
@@ -33,10 +34,19 @@ async def list_tenants(services: ServicesDep) -> list[TenantPublic]:
 @router.post("/tenants/{tenant}/disable")
 async def disable_tenant(tenant: str, services: ServicesDep) -> TenantPublic:
     """Refuse every key of the tenant (401), at once on this gateway, on others within the lookup
-    cache's TTL; its adapters, files and jobs are kept (enable undoes it)."""
+    cache's TTL, and cancel its queued and running fine-tuning jobs (a disabled tenant's work
+    stops, wherever it runs); its adapters, files and finished jobs are kept (enable undoes the rest)."""
     row = await asyncio.to_thread(services.registry.set_tenant_disabled, tenant, True)
     services.tenant_cache.clear()
+    await asyncio.to_thread(_cancel_jobs, services, row.id)
     return _tenant_public(row)
+
+
+def _cancel_jobs(services, tenant_id: int) -> None:
+    repo = services.fine_tuning.repo
+    for job in repo.list_jobs(tenant_id):
+        if job.status not in TERMINAL_JOB_STATES:
+            repo.request_cancel(job.id, tenant_id)
 
 
 @router.post("/tenants/{tenant}/enable")

@@ -33,14 +33,14 @@ def serve(
 
     from server.app import create_app
     from server.admin_key import admin_key_path
+    from server.http_server import uvicorn_config
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = Settings(**overrides)
     application = create_app(settings)
     key_hint = "PEFTSERVE_ADMIN_KEY" if settings.admin_key else admin_key_path(settings)
     console.print(f"peftserve on http://{settings.host}:{settings.port} (admin key: {key_hint})")
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level="info",
-                access_log=settings.access_log, timeout_keep_alive=settings.keep_alive_s)
+    uvicorn.Server(uvicorn_config(application, settings)).run()
 
 
 @base_app.command("import")

@@ -19,11 +19,12 @@ class WorkerLoraError(Exception):
 
 
 class WorkerClient:
-    def __init__(self, name: str, url: str, *, timeout_s: float):
+    def __init__(self, name: str, url: str, *, timeout_s: float, api_key: str | None = None):
         self.name = name
         self.url = url.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=self.url, timeout=httpx.Timeout(timeout_s, connect=5.0),
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
 
     async def aclose(self) -> None:

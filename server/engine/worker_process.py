@@ -9,6 +9,7 @@ import contextlib
 import enum
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -55,13 +56,17 @@ def worker_command(settings: Settings, model_path: str, port: int) -> list[str]:
     ]
 
 
-def worker_environment(settings: Settings) -> dict[str, str]:
+def worker_environment(settings: Settings, api_key: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     for key, value in CPU_WORKER_ENV.items():
         env.setdefault(key, value)
     env.update(settings.worker_env)
     env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"  # the gateway loads adapters at run time
     env[KERNEL_ENV] = settings.lora_kernel  # read by our vLLM plugin inside the worker
+    # vLLM then refuses /v1/ (completions, adapter loading, the adapter list) without the key; in
+    # the environment, not on the command line, where every local user could read it.
+    if api_key:
+        env["VLLM_API_KEY"] = api_key
     env.setdefault("HF_HUB_OFFLINE", "1")  # never fetch from a model hub
     env.setdefault("PYTHONUNBUFFERED", "1")  # the log is read at start-up (which LoRA path runs)
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -80,7 +85,9 @@ class ManagedWorker:
         self.port = port
         self.settings = settings
         self.metrics = metrics
-        self.client = WorkerClient(name, f"http://127.0.0.1:{port}", timeout_s=settings.request_timeout_s)
+        self.api_key = settings.worker_api_key or secrets.token_urlsafe(32)
+        self.client = WorkerClient(name, f"http://127.0.0.1:{port}", timeout_s=settings.request_timeout_s,
+                                   api_key=self.api_key)
         self.state = WorkerState.stopped
         self.generation = 0
         self.restarts = 0
@@ -109,7 +116,7 @@ class ManagedWorker:
         log_file.flush()
         self._log_start = log_file.tell()  # this start's lines begin here (the log is appended to)
         self.process = subprocess.Popen(
-            worker_command(self.settings, self.model_path, self.port), env=worker_environment(self.settings),
+            worker_command(self.settings, self.model_path, self.port), env=worker_environment(self.settings, self.api_key),
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log_file.close()
         self.generation += 1
@@ -218,7 +225,7 @@ class ExternalWorker:
         self.name = name
         self.settings = settings
         self.metrics = metrics
-        self.client = WorkerClient(name, url, timeout_s=settings.request_timeout_s)
+        self.client = WorkerClient(name, url, timeout_s=settings.request_timeout_s, api_key=settings.worker_api_key)
         self.state = WorkerState.starting
         self.generation = 0
         self._task: asyncio.Task | None = None

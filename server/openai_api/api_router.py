@@ -13,12 +13,12 @@ router = APIRouter(prefix="/v1")
 
 @router.post("/completions")
 async def completions(request: CompletionRequest, tenant: TenantDep, services: ServicesDep):
-    return await services.serving.generate(tenant, "/v1/completions", request.model_dump(exclude_unset=True))
+    return await services.serving.generate(tenant, "/v1/completions", request)
 
 
 @router.post("/chat/completions")
 async def chat_completions(request: ChatCompletionRequest, tenant: TenantDep, services: ServicesDep):
-    return await services.serving.generate(tenant, "/v1/chat/completions", request.model_dump(exclude_unset=True))
+    return await services.serving.generate(tenant, "/v1/chat/completions", request)
 
 
 @router.get("/models")

@@ -20,6 +20,8 @@ from server.errors import (PeftServeError, WorkerRequestError, WorkerRetiredErro
                            WorkerUnreachableError)
 from server.metrics import GatewayMetrics
 from server.openai_api.model_resolution import Target, resolve_model
+from server.openai_api.protocol import _GenerationRequest
+from server.openai_api.request_limits import RequestLimits, TenantConcurrency
 from server.ttl_cache import TtlCache
 
 log = logging.getLogger(__name__)
@@ -52,8 +54,11 @@ class _AdapterGone(Exception):
 
 class OpenAIServing:
     def __init__(self, registry: Registry, pool: WorkerPool, materializer: AdapterMaterializer,
-                 metrics: GatewayMetrics, resolutions: TtlCache[tuple[int, str], Target]):
+                 metrics: GatewayMetrics, resolutions: TtlCache[tuple[int, str], Target], limits: RequestLimits,
+                 concurrency: TenantConcurrency):
         self.registry = registry
+        self.limits = limits
+        self.concurrency = concurrency
         self.pool = pool
         self.materializer = materializer
         self.metrics = metrics
@@ -74,7 +79,22 @@ class OpenAIServing:
     def _is_served(self, base_ref: str) -> bool:
         return self.pool.is_ready(base_ref)
 
-    async def generate(self, tenant: Tenant, endpoint: str, body: dict):
+    async def generate(self, tenant: Tenant, endpoint: str, request: _GenerationRequest):
+        self.limits.check(request)
+        release = self.concurrency.acquire(tenant.id)
+        try:
+            response = await self._generate(tenant, endpoint, request.model_dump(exclude_unset=True), release)
+        except BaseException:
+            release()
+            raise
+        if not isinstance(response, StreamingResponse):
+            release()  # a stream gives its place back when it ends
+        return response
+
+    async def _generate(self, tenant: Tenant, endpoint: str, body: dict, release):
+        # vLLM keys its prefix cache by this salt too: one tenant's prompts can never be cache
+        # hits for another's, so time-to-first-token does not reveal what others asked.
+        body["cache_salt"] = f"tenant-{tenant.id}"
         started = time.perf_counter()
         try:
             target = await self._resolve(tenant, body["model"])
@@ -93,7 +113,7 @@ class OpenAIServing:
             failed: frozenset[str] = frozenset()  # workers that gave no answer: the retry goes elsewhere
             for _ in range(3):
                 try:
-                    return await self._forward(target, endpoint, body, labels, started, failed)
+                    return await self._forward(target, endpoint, body, labels, started, failed, release)
                 except _AdapterGone as gone:
                     gone.slot.residency.forget(target.lora_name)
                 except _WorkerDown as down:  # no answer came: send it again, to another worker if one is ready
@@ -108,7 +128,7 @@ class OpenAIServing:
             raise
 
     async def _forward(self, target: Target, endpoint: str, body: dict, labels: dict, started: float,
-                       avoid: frozenset[str]):
+                       avoid: frozenset[str], release):
         slot = self.pool.pick(target.base_ref, target.lora_name, avoid)
         worker_body = dict(body, model=target.lora_name or WORKER_BASE_NAME)
         stream = bool(body.get("stream"))
@@ -141,6 +161,7 @@ class OpenAIServing:
         except BaseException:
             await stack.aclose()
             raise
+        stack.callback(release)  # the tenant's place is held until the stream ends
         events = self._relay_stream(resp, stack, target, labels, started, client_wants_usage)
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
