@@ -105,3 +105,29 @@ def test_kubernetes_gateway_probes_settings_and_gpu_workers():
                              if k in used and k != "PEFTSERVE_WORKER_URLS"})
     assert documents["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == documents["Deployment"][
         "metadata"]["name"]
+
+
+def test_workers_need_the_gateways_key_and_metrics_are_scraped_keyless_off_the_api_port():
+    services = compose()["services"]
+    key = services["gateway-a"]["environment"]["PEFTSERVE_WORKER_API_KEY"]
+    assert key.startswith("${PEFTSERVE_WORKER_API_KEY")
+    for name, service in services.items():
+        if name.startswith("worker"):
+            assert service["environment"]["VLLM_API_KEY"] == key and "ports" not in service
+    listen_port = services["gateway-a"]["environment"]["PEFTSERVE_METRICS_LISTEN"].rsplit(":", 1)[1]
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    gateway_job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "peftserve-gateway")
+    assert {t.split(":")[1] for c in gateway_job["static_configs"] for t in c["targets"]} == {listen_port}
+
+    documents = kubernetes_documents()
+    worker = next(d for d in documents if d["kind"] == "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    api_key = next(e for e in worker["env"] if e["name"] == "VLLM_API_KEY")
+    assert api_key["valueFrom"]["secretKeyRef"]["key"] == "PEFTSERVE_WORKER_API_KEY"
+    secret = next(d for d in documents if d["kind"] == "Secret")
+    assert "PEFTSERVE_WORKER_API_KEY" in secret["stringData"]
+    config = next(d for d in documents if d["kind"] == "ConfigMap")["data"]
+    monitors = {d["metadata"]["name"]: d for d in documents if d["kind"] == "ServiceMonitor"}
+    assert monitors["peftserve-gateway"]["spec"]["endpoints"][0]["port"] == "metrics"
+    gateway = next(d for d in documents if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
+    assert str(ports["metrics"]) == config["PEFTSERVE_METRICS_LISTEN"].rsplit(":", 1)[1]
