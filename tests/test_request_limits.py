@@ -181,3 +181,25 @@ def test_disabling_a_tenant_cancels_its_fine_tuning_jobs(gateway):
         assert c.get("/v1/fine_tuning/jobs").status_code == 401
     with gateway.admin() as admin:
         admin.post("/admin/tenants/to-disable/enable")
+
+
+def test_no_prefix_cache_hits_across_tenants(gateway):
+    """The gateway salts vLLM's prefix cache per tenant: a prompt one tenant sent is a cache hit
+    for that tenant again, never for another (whose time to first token would reveal it)."""
+    from tests.metrics_reading import prometheus_sum
+
+    worker = gateway.worker()["url"]
+    prompt = "Fact sheet: " + " ".join(f"item {i} is {i * 7 % 13}" for i in range(40))
+
+    def hits_after(key: str) -> float:
+        with gateway.client(key) as c:
+            assert complete(c, prompt=prompt, max_tokens=1).status_code == 200
+        return prometheus_sum(worker, "vllm:prefix_cache_hits_total")
+
+    first, second = gateway.tenant_key("salt-a"), gateway.tenant_key("salt-b")
+    start = prometheus_sum(worker, "vllm:prefix_cache_hits_total")
+    after_first = hits_after(first)
+    after_repeat = hits_after(first)
+    after_other = hits_after(second)
+    assert after_repeat > after_first  # caching is on and works within a tenant
+    assert after_other == after_repeat, (start, after_first, after_repeat, after_other)
