@@ -77,6 +77,9 @@ class _GenerationRequest(BaseModel):
     include_stop_str_in_output: bool | None = None
     skip_special_tokens: bool | None = None
     spaces_between_special_tokens: bool | None = None
+    # ...and only the shape of its own answer (token ids instead of token strings).
+    return_tokens_as_token_ids: bool | None = None
+    return_token_ids: bool | None = None
 
     @property
     def prompt_count(self) -> int:
