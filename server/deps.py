@@ -76,10 +76,11 @@ async def tenant_for_headers(headers: Mapping[str, str], services: Services) -> 
     key = bearer_key(headers)
     tenant = services.tenant_cache.get(key)
     if tenant is None:
+        generation = services.tenant_cache.generation
         tenant = await asyncio.to_thread(services.registry.tenant_for_key, key)
         if tenant is None:
             raise AuthenticationError("Incorrect API key provided.")
-        services.tenant_cache.put(key, tenant)
+        services.tenant_cache.put(key, tenant, looked_up_in=generation)
     return tenant
 
 

@@ -72,8 +72,9 @@ class OpenAIServing:
         key = (tenant.id, model)
         target = None if fresh else self._resolutions.get(key)
         if target is None:
+            generation = self._resolutions.generation
             target = await asyncio.to_thread(resolve_model, self.registry, tenant, model, self._is_served)
-            self._resolutions.put(key, target)
+            self._resolutions.put(key, target, looked_up_in=generation)
         return target
 
     def _is_served(self, base_ref: str) -> bool:
