@@ -18,7 +18,7 @@ from adapters.registry.models import Adapter, AdapterStatus, BaseVersion, Tenant
 from adapters.registry.repository import Registry, check_name, split_ref
 from adapters.storage.blob_store import BlobStore
 from adapters.validation.against_base import check_against_base, check_finite
-from migration.base_versions.architecture import BaseArchitecture
+from adapters.format.base_architecture import BaseArchitecture
 from server.errors import AdapterInvalidError, InvalidRequestError, NotFoundError, QuotaExceededError
 
 TRAINED_WITH = ("trans-peft", "lora", "unknown")

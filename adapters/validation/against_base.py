@@ -15,7 +15,7 @@ from safetensors import safe_open
 
 from adapters.format.peft_config import LoraConfig
 from adapters.format.safetensors_header import SafetensorsHeader
-from migration.base_versions.architecture import BaseArchitecture
+from adapters.format.base_architecture import BaseArchitecture
 from server.errors import AdapterInvalidError
 
 KEY_PATTERN = re.compile(r"^base_model\.model\.(?P<module>.+)\.(?P<kind>lora_A|lora_B)\.weight$")

@@ -1,7 +1,7 @@
 """What differs between two base architectures, for a clear refusal when a "new version" is
 not the same architecture (and so cannot take the old version's adapters)."""
 
-from migration.base_versions.architecture import BaseArchitecture
+from adapters.format.base_architecture import BaseArchitecture
 
 MAX_LISTED = 10
 

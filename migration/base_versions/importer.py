@@ -9,7 +9,7 @@ from pathlib import Path
 
 from adapters.registry.models import BaseVersion
 from adapters.registry.repository import Registry, check_name
-from migration.base_versions.architecture import BaseArchitecture, read_architecture
+from adapters.format.base_architecture import BaseArchitecture, read_architecture
 from migration.base_versions.architecture_diff import architecture_differences
 from migration.base_versions.gguf_import import DEMO_BASE_NAME, convert_gguf, demo_gguf_path
 from server.errors import ConflictError, InvalidRequestError

@@ -12,7 +12,7 @@ from adapters.registry.models import Adapter, BaseVersion
 from adapters.storage.blob_store import BlobStore
 from adapters.storage.materialize import AdapterMaterializer
 from adapters.validation.against_base import check_against_base
-from migration.base_versions.architecture import BaseArchitecture
+from adapters.format.base_architecture import BaseArchitecture
 from migration.validation_gate.eval_runner import generate_outputs
 from migration.validation_gate.gate import GateDecision, GateThresholds, decide, measure
 from server.engine.pool import WorkerSlot
