@@ -19,7 +19,7 @@ from adapters.registry.repository import Registry, check_name, split_ref
 from adapters.storage.blob_store import BlobStore
 from adapters.validation.against_base import check_against_base, check_finite
 from adapters.format.base_architecture import BaseArchitecture
-from server.errors import AdapterInvalidError, InvalidRequestError, NotFoundError, QuotaExceededError
+from adapters.errors import AdapterInvalidError, InvalidRequestError, NotFoundError, QuotaExceededError
 
 TRAINED_WITH = ("trans-peft", "lora", "unknown")
 # Names the platform uses itself: the base inside every worker ("base"), the adapters' names on the

@@ -10,7 +10,8 @@ dependencies (request.state), which check the key themselves only if it did not 
 from starlette.datastructures import Headers
 
 from server.deps import Services, check_admin_headers, tenant_for_headers
-from server.errors import AuthenticationError, error_response
+from adapters.errors import AuthenticationError
+from server.errors import error_response
 
 
 class AuthenticateFirst:

@@ -19,7 +19,7 @@ from server.engine.pool import WorkerPool
 from server.engine.served_versions import ServedVersions
 from server.fine_tuning.runner import FineTuningRunner
 from server.fine_tuning.service import FineTuningService
-from server.errors import AuthenticationError
+from adapters.errors import AuthenticationError
 from server.metrics import GatewayMetrics
 from server.openai_api.serving import OpenAIServing
 from server.settings import Settings

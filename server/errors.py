@@ -1,7 +1,6 @@
-"""Typed domain errors and the ONE table that maps them to HTTP status and OpenAI error bodies.
-
-Code anywhere raises a subclass of ``PeftServeError``; only ``error_response`` knows about
-HTTP. Unknown exceptions are internal errors (500) and are never reported as client errors.
+"""The ONE table that maps the domain errors (``adapters/errors.py``) to HTTP status and
+OpenAI error bodies, and the FastAPI handlers that use it. Unknown exceptions are internal
+errors (500) and are never reported as client errors.
 """
 
 import logging
@@ -11,98 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapters.errors import (
+    PeftServeError, AuthenticationError, PermissionDeniedError, NotFoundError, ModelNotFoundError,
+    InvalidRequestError, ConflictError, AdapterInvalidError, PayloadTooLargeError, UnsupportedMediaTypeError,
+    QuotaExceededError, RateLimitError, WorkerUnavailableError, WorkerRetiredError, WorkerUnreachableError,
+    WorkerRequestError)
+
 log = logging.getLogger(__name__)
-
-
-class PeftServeError(Exception):
-    """Base of every error the API reports on purpose."""
-
-    code: str = "error"
-
-    def __init__(self, message: str, *, code: str | None = None, param: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        if code is not None:
-            self.code = code
-
-
-class AuthenticationError(PeftServeError):
-    code = "invalid_api_key"
-
-
-class PermissionDeniedError(PeftServeError):
-    code = "permission_denied"
-
-
-class NotFoundError(PeftServeError):
-    code = "not_found"
-
-
-class ModelNotFoundError(NotFoundError):
-    """Unknown model, or one owned by another tenant: both answer the same on purpose."""
-
-    code = "model_not_found"
-
-
-class InvalidRequestError(PeftServeError):
-    code = "invalid_request"
-
-
-class ConflictError(PeftServeError):
-    code = "conflict"
-
-
-class AdapterInvalidError(PeftServeError):
-    """An adapter failed validation against its base model; ``code`` names the rule."""
-
-    code = "adapter_invalid"
-
-
-class PayloadTooLargeError(PeftServeError):
-    code = "payload_too_large"
-
-
-class UnsupportedMediaTypeError(PeftServeError):
-    code = "unsupported_media_type"
-
-
-class QuotaExceededError(PeftServeError):
-    code = "quota_exceeded"
-
-
-class RateLimitError(PeftServeError):
-    """Too much at once (requests in flight); retrying later succeeds."""
-
-
-class WorkerUnavailableError(PeftServeError):
-    """No healthy worker serves the base version right now (starting, restarting or down)."""
-
-    code = "worker_unavailable"
-
-
-class WorkerRetiredError(WorkerUnavailableError):
-    """The base version a request resolved to is no longer served here (its worker retired
-    after a migration); resolving the model again finds where it is served now."""
-
-
-class WorkerUnreachableError(WorkerUnavailableError):
-    """A worker refused the connection, or dropped it before answering: the request may be
-    sent again (to another worker of the same base version when ``refused``)."""
-
-    def __init__(self, message: str, *, refused: bool):
-        super().__init__(message)
-        self.refused = refused
-
-
-class WorkerRequestError(PeftServeError):
-    """The worker rejected a request as the client's fault; its status is passed on."""
-
-    code = "invalid_request"
-
-    def __init__(self, message: str, *, status_code: int, code: str | None = None, param: str | None = None):
-        super().__init__(message, code=code, param=param)
-        self.status_code = status_code
 
 
 # (HTTP status, OpenAI error ``type``) per error class; the most specific class wins.

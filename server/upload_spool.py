@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import UploadFile
 
-from server.errors import PayloadTooLargeError
+from adapters.errors import PayloadTooLargeError
 
 CHUNK = 1024 * 1024
 

@@ -11,7 +11,7 @@ from adapters.registry.database import make_engine, make_session_factory, upgrad
 from adapters.registry.repository import Registry
 from migration.base_versions.importer import import_base
 from server.app import create_app
-from server.errors import InvalidRequestError
+from adapters.errors import InvalidRequestError
 from tests.gateway_harness import ADMIN_KEY, gateway_settings
 
 BAD_VERSIONS = ["tiny@\u00b2", "tiny@\u0661", "tiny@99999999999999999999", "tiny@0", "tiny@-1", "tiny@01", "tiny@"]

@@ -7,7 +7,7 @@ import pytest
 
 from adapters.format.eval_set import parse_eval_set
 from adapters.training.dataset import parse_records
-from server.errors import PeftServeError
+from adapters.errors import PeftServeError
 
 GOOD = json.dumps({"prompt": "a", "completion": "b"})
 GOOD_EVAL = json.dumps({"prompt": "a", "expected": "b"})

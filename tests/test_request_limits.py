@@ -10,7 +10,7 @@ import pytest
 
 from server.openai_api.protocol import CompletionRequest
 from server.openai_api.request_limits import RequestLimits, TenantConcurrency
-from server.errors import InvalidRequestError, RateLimitError
+from adapters.errors import InvalidRequestError, RateLimitError
 from tests.gateway_harness import ADMIN_KEY, free_port, gateway_settings, wait_until_http
 from tests.test_trans_peft import reverse_task
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from server.engine.residency import AdapterResidency
-from server.errors import WorkerUnavailableError
+from adapters.errors import WorkerUnavailableError
 from server.metrics import GatewayMetrics
 
 

@@ -11,7 +11,7 @@ import pytest
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
 from adapters.registry.repository import Registry
 from server.deps import tenant_for_headers
-from server.errors import AuthenticationError
+from adapters.errors import AuthenticationError
 from server.ttl_cache import TtlCache
 
 

@@ -12,7 +12,7 @@ from adapters.training.config import TrainingConfig
 from adapters.training.ffn_weakening import FFNWeakening, find_decoder_layers
 from adapters.training.run import prepare, run_training
 from adapters.training.trainer import TrainingCancelled, build_model
-from server.errors import InvalidRequestError
+from adapters.errors import InvalidRequestError
 
 WORDS = ["apple", "river", "stone", "cloud", "tiger", "lamp", "green", "music", "paper", "window"]
 

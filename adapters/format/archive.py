@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from server.errors import AdapterInvalidError, PayloadTooLargeError, UnsupportedMediaTypeError
+from adapters.errors import AdapterInvalidError, PayloadTooLargeError, UnsupportedMediaTypeError
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 NESTED_SUFFIXES = (".tar", ".gz", ".tgz", ".zip", ".bz2", ".xz", ".7z", ".rar", ".zst")

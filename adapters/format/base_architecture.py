@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.format.safetensors_header import read_header
-from server.errors import InvalidRequestError
+from adapters.errors import InvalidRequestError
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.format.jsonl import parse_jsonl
-from server.errors import AdapterInvalidError
+from adapters.errors import AdapterInvalidError
 
 SCORING_MODES = ("exact_match", "contains")
 MAX_EVAL_BYTES = 16 * 1024 * 1024

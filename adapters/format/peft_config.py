@@ -10,7 +10,7 @@ import json
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from adapters.format.untrusted_json import loads_untrusted
-from server.errors import AdapterInvalidError
+from adapters.errors import AdapterInvalidError
 
 MAX_CONFIG_BYTES = 64 * 1024
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.format.untrusted_json import loads_untrusted
-from server.errors import AdapterInvalidError
+from adapters.errors import AdapterInvalidError
 
 # Bytes per element of the dtypes an adapter or base model may carry.
 DTYPE_SIZES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}

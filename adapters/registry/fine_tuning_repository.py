@@ -8,7 +8,7 @@ from sqlalchemy.orm import joinedload
 from adapters.registry.models import (TERMINAL_JOB_STATES, BaseVersion, FileStatus, FineTuningEvent, FineTuningJob,
                                       JobStatus, StoredFile, utcnow)
 from adapters.registry.repository import Repository
-from server.errors import NotFoundError
+from adapters.errors import NotFoundError
 
 
 def new_id(prefix: str) -> str:

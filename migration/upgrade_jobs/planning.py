@@ -5,7 +5,7 @@ from adapters.registry.migration_repository import MigrationRepository
 from adapters.registry.models import Adapter, BaseVersion, MigrationJob
 from adapters.registry.repository import Registry, split_ref
 from migration.validation_gate.gate import GateThresholds
-from server.errors import InvalidRequestError, NotFoundError
+from adapters.errors import InvalidRequestError, NotFoundError
 
 
 def _version(versions: list[BaseVersion], name: str, number: int, param: str) -> BaseVersion:

@@ -21,7 +21,7 @@ from adapters.storage.materialize import AdapterMaterializer
 from migration.upgrade_jobs.adapter_trial import TrialSettings, try_adapter
 from migration.validation_gate.gate import GateThresholds
 from server.engine.served_versions import ServedVersions
-from server.errors import PeftServeError, WorkerUnavailableError
+from adapters.errors import PeftServeError, WorkerUnavailableError
 from server.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)

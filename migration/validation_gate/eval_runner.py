@@ -4,7 +4,7 @@ import asyncio
 
 from adapters.format.eval_set import EvalItem
 from server.engine.worker_client import WorkerClient
-from server.errors import WorkerRequestError
+from adapters.errors import WorkerRequestError
 
 
 async def generate_one(client: WorkerClient, model: str, item: EvalItem, max_tokens: int) -> str:

@@ -9,7 +9,7 @@ from adapters.format.eval_set import MAX_EVAL_BYTES
 from server.adapters_api.protocol import AdapterDeleted, AdapterList, AdapterPublic, AdapterVersions
 from server.migrations_api.protocol import PinRequest
 from server.deps import ServicesDep, TenantDep
-from server.errors import UnsupportedMediaTypeError
+from adapters.errors import UnsupportedMediaTypeError
 
 router = APIRouter(prefix="/v1/adapters")
 

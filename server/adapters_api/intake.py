@@ -12,7 +12,7 @@ from fastapi import UploadFile
 from adapters.format.archive import PICKLE_SUFFIXES, extract_adapter, is_archive
 from adapters.format.peft_config import MAX_CONFIG_BYTES
 from adapters.registration import AdapterSubmission
-from server.errors import AdapterInvalidError, InvalidRequestError, UnsupportedMediaTypeError
+from adapters.errors import AdapterInvalidError, InvalidRequestError, UnsupportedMediaTypeError
 from server.settings import Settings
 from server.upload_spool import spool_to_disk
 

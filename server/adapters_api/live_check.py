@@ -12,7 +12,7 @@ from adapters.storage.materialize import AdapterMaterializer
 from server.engine.pool import WorkerPool
 from server.engine.worker_client import WorkerLoraError
 from server.engine.worker_process import WorkerState
-from server.errors import WorkerUnavailableError
+from adapters.errors import WorkerUnavailableError
 
 log = logging.getLogger(__name__)
 PROBE = {"prompt": "Hello", "max_tokens": 4, "temperature": 0}

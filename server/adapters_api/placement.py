@@ -11,7 +11,7 @@ from adapters.registry.models import Adapter, AdapterStatus, Tenant
 from adapters.registry.repository import Registry
 from server.adapters_api.service import AdapterService
 from server.engine.served_versions import ServedVersions
-from server.errors import InvalidRequestError
+from adapters.errors import InvalidRequestError
 
 
 class AdapterPlacement:

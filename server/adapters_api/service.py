@@ -13,7 +13,7 @@ from adapters.storage.materialize import AdapterMaterializer
 from server.adapters_api.intake import build_submission, upload_workspace
 from server.adapters_api.live_check import LiveCheck
 from server.engine.pool import WorkerPool
-from server.errors import AdapterInvalidError, NotFoundError, WorkerUnavailableError
+from adapters.errors import AdapterInvalidError, NotFoundError, WorkerUnavailableError
 from server.settings import Settings
 
 

@@ -14,7 +14,7 @@ from migration.compatibility.compare_versions import compare_versions
 from server.adapters_api.protocol import AdapterPublic
 from server.admin.protocol import ApiKeyCreated, ApiKeyPublic, BaseImport, BaseVersionPublic, TenantCreate, TenantPublic, WorkerPublic
 from server.deps import AdminDep, ServicesDep
-from server.errors import InvalidRequestError
+from adapters.errors import InvalidRequestError
 
 router = APIRouter(prefix="/admin", dependencies=[AdminDep])
 VersionQuery = Annotated[int, Query(ge=1, le=999_999_999)]  # within every database's integer

@@ -8,7 +8,7 @@ import typer
 
 from server.cli.command_output import JsonOpt, UrlOpt, admin_call, console, emit, fail, make_table
 from server.cli.migrate import migrate_app
-from server.errors import PeftServeError
+from adapters.errors import PeftServeError
 from server.settings import Settings
 
 app = typer.Typer(help="Multi-tenant LoRA adapter server on a shared vLLM base model.", no_args_is_help=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from adapters.registry.models import BaseVersion
 from server.engine.residency import AdapterResidency
 from server.engine.worker_process import ExternalWorker, ManagedWorker
-from server.errors import WorkerRetiredError, WorkerUnavailableError
+from adapters.errors import WorkerRetiredError, WorkerUnavailableError
 from server.metrics import GatewayMetrics
 from server.settings import Settings
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from server.engine.worker_client import WorkerClient
-from server.errors import WorkerUnavailableError
+from adapters.errors import WorkerUnavailableError
 from server.metrics import GatewayMetrics
 
 

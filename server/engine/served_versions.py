@@ -7,7 +7,7 @@ import logging
 from adapters.registry.models import BaseVersion
 from adapters.registry.repository import Registry
 from server.engine.pool import WorkerPool
-from server.errors import WorkerUnavailableError
+from adapters.errors import WorkerUnavailableError
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from server.errors import WorkerUnavailableError, WorkerUnreachableError
+from adapters.errors import WorkerUnavailableError, WorkerUnreachableError
 
 TRANSPORT_ERRORS = (httpx.TransportError,)
 # No answer came: refused, or the connection was closed or reset before any response (the

@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from adapters.training.dataset import parse_records
 from server.adapters_api.intake import upload_workspace
 from server.deps import ServicesDep, TenantDep
-from server.errors import InvalidRequestError
+from adapters.errors import InvalidRequestError
 from server.files_api.protocol import FileDeleted, FileList, FileObject
 from server.upload_spool import spool_to_disk
 

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from adapters.training.config import TrainingConfig
-from server.errors import InvalidRequestError
+from adapters.errors import InvalidRequestError
 
 DEFAULT_LR = TrainingConfig.model_fields["learning_rate"].default
 

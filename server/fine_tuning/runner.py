@@ -20,7 +20,7 @@ from adapters.training.run import prepare, run_training
 from adapters.training.trainer import TrainingCancelled
 from adapters.training.config import TrainingConfig
 from server.adapters_api.service import AdapterService
-from server.errors import PeftServeError
+from adapters.errors import PeftServeError
 from server.fine_tuning.service import FineTuningService
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from adapters.storage.blob_store import BlobStore
 from adapters.training.config import TrainingConfig
 from adapters.training.run import prepare
 from adapters.training.trainer import total_steps
-from server.errors import InvalidRequestError
+from adapters.errors import InvalidRequestError
 from server.fine_tuning.hyperparameters import training_config
 from server.fine_tuning.protocol import JobCreate
 

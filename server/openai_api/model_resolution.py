@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from adapters.registry.models import Adapter, BaseVersion, Tenant
 from adapters.registry.repository import Registry, split_ref
-from server.errors import InvalidRequestError, ModelNotFoundError
+from adapters.errors import InvalidRequestError, ModelNotFoundError
 
 
 @dataclass(frozen=True)

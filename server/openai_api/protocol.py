@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from adapters.format.untrusted_json import unsafe_json_value
-from server.errors import InvalidRequestError
+from adapters.errors import InvalidRequestError
 
 # Bounds on sizes the worker would otherwise take whole (each costs engine work or memory).
 MAX_STOP_SEQUENCES = 16

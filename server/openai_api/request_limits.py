@@ -3,7 +3,7 @@
 import threading
 from dataclasses import dataclass
 
-from server.errors import InvalidRequestError, RateLimitError
+from adapters.errors import InvalidRequestError, RateLimitError
 from server.openai_api.protocol import _GenerationRequest
 
 

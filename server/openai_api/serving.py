@@ -16,8 +16,8 @@ from adapters.registry.repository import Registry
 from adapters.storage.materialize import AdapterMaterializer
 from server.engine.pool import WorkerPool
 from server.engine.worker_process import WORKER_BASE_NAME
-from server.errors import (PeftServeError, WorkerRequestError, WorkerRetiredError, WorkerUnavailableError,
-                           WorkerUnreachableError)
+from adapters.errors import (PeftServeError, WorkerRequestError, WorkerRetiredError, WorkerUnavailableError,
+                             WorkerUnreachableError)
 from server.metrics import GatewayMetrics
 from server.openai_api.model_resolution import Target, resolve_model
 from server.openai_api.protocol import _GenerationRequest
