@@ -94,3 +94,7 @@ class WorkerRequestError(PeftServeError):
     def __init__(self, message: str, *, status_code: int, code: str | None = None, param: str | None = None):
         super().__init__(message, code=code, param=param)
         self.status_code = status_code
+
+
+class AdapterLoadError(Exception):
+    """The worker refused to load an adapter (an internal error once validation passed)."""

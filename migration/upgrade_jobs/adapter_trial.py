@@ -13,11 +13,10 @@ from adapters.storage.blob_store import BlobStore
 from adapters.storage.materialize import AdapterMaterializer
 from adapters.validation.against_base import check_against_base
 from adapters.format.base_architecture import BaseArchitecture
+from migration.engine_port import TrialWorker
 from migration.validation_gate.eval_runner import generate_outputs
 from migration.validation_gate.gate import GateDecision, GateThresholds, decide, measure
-from server.engine.pool import WorkerSlot
-from server.engine.worker_client import WorkerLoraError
-from server.engine.worker_process import WORKER_BASE_NAME
+from adapters.errors import AdapterLoadError
 from adapters.errors import AdapterInvalidError, WorkerRequestError
 
 
@@ -43,7 +42,7 @@ def incompatible(reason: str) -> GateDecision:
     return GateDecision("incompatible", None, [reason])
 
 
-async def try_adapter(adapter: Adapter, new_version: BaseVersion, old: WorkerSlot, new: WorkerSlot, *,
+async def try_adapter(adapter: Adapter, new_version: BaseVersion, old: TrialWorker, new: TrialWorker, *,
                       blobs: BlobStore, materializer: AdapterMaterializer, thresholds: GateThresholds,
                       settings: TrialSettings) -> GateDecision:
     folder = await asyncio.to_thread(materializer.folder_for, adapter)
@@ -62,18 +61,18 @@ async def try_adapter(adapter: Adapter, new_version: BaseVersion, old: WorkerSlo
     async def path() -> str:
         return str(folder)
 
-    async def run(slot: WorkerSlot, model: str) -> list[str]:
-        return await generate_outputs(slot.worker.client, model, items, max_tokens=settings.max_tokens,
+    async def run(slot: TrialWorker, model: str) -> list[str]:
+        return await generate_outputs(slot.client, model, items, max_tokens=settings.max_tokens,
                                       concurrency=settings.concurrency)
 
-    async def with_adapter(slot: WorkerSlot) -> list[str]:
+    async def with_adapter(slot: TrialWorker) -> list[str]:
         with slot.request():
-            async with slot.residency.use(adapter.lora_name, path):
+            async with slot.use_adapter(adapter.lora_name, path):
                 return await run(slot, adapter.lora_name)
 
     try:
         candidate = await with_adapter(new)
-    except WorkerLoraError as e:  # the new version's worker refuses to load it
+    except AdapterLoadError as e:  # the new version's worker refuses to load it
         return incompatible(f"the worker of {new_version.ref} refused it: "
                             + str(e).replace(adapter.lora_name, adapter.name))  # no internal names
     except WorkerRequestError as e:  # ... or to run it
@@ -83,7 +82,7 @@ async def try_adapter(adapter: Adapter, new_version: BaseVersion, old: WorkerSlo
     floor = None
     if has_expected:
         with new.request():
-            floor = await run(new, WORKER_BASE_NAME)
+            floor = await run(new, new.base_model_name)
     evidence = measure(reference, candidate, floor_outputs=floor, expected=expected,
                        mode=adapter.eval_scoring or "exact_match", confidence=thresholds.retention_confidence or 0.95)
     return decide(evidence, thresholds)

@@ -18,11 +18,10 @@ from adapters.registry.models import ItemState, MigrationJob, MigrationStatus, u
 from adapters.registry.repository import Registry
 from adapters.storage.blob_store import BlobStore
 from adapters.storage.materialize import AdapterMaterializer
+from migration.engine_port import MigrationMetrics, ServedVersionsPort, TrialWorker
 from migration.upgrade_jobs.adapter_trial import TrialSettings, try_adapter
 from migration.validation_gate.gate import GateThresholds
-from server.engine.served_versions import ServedVersions
 from adapters.errors import PeftServeError, WorkerUnavailableError
-from server.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +29,8 @@ WORKER_RETRIES = 3
 
 
 class MigrationRunner:
-    def __init__(self, repo: MigrationRepository, registry: Registry, served: ServedVersions, blobs: BlobStore,
-                 materializer: AdapterMaterializer, trial_settings: TrialSettings, metrics: GatewayMetrics, *,
+    def __init__(self, repo: MigrationRepository, registry: Registry, served: ServedVersionsPort, blobs: BlobStore,
+                 materializer: AdapterMaterializer, trial_settings: TrialSettings, metrics: MigrationMetrics, *,
                  owner: str, lease_s: float, on_change: Callable[[], None], poll_s: float = 0.5):
         self.repo = repo
         self.leases = JobLeases(repo.sessions, MigrationJob, queued=MigrationStatus.queued,
@@ -150,6 +149,6 @@ class MigrationRunner:
         if moved:
             self._on_change()
 
-    async def _slot(self, base, lora_name: str):
+    async def _slot(self, base, lora_name: str) -> TrialWorker:
         await self.served.ready(base)
-        return self.served.pool.pick(base.ref, lora_name)  # the adapter's home worker, as for live traffic
+        return self.served.pick(base.ref, lora_name)  # the adapter's home worker, as for live traffic

@@ -3,11 +3,11 @@
 import asyncio
 
 from adapters.format.eval_set import EvalItem
-from server.engine.worker_client import WorkerClient
+from migration.engine_port import EngineClient
 from adapters.errors import WorkerRequestError
 
 
-async def generate_one(client: WorkerClient, model: str, item: EvalItem, max_tokens: int) -> str:
+async def generate_one(client: EngineClient, model: str, item: EvalItem, max_tokens: int) -> str:
     params = {"model": model, "max_tokens": max_tokens, "temperature": 0}
     if item.messages is not None:
         resp = await client.post("/v1/chat/completions",
@@ -21,7 +21,7 @@ async def generate_one(client: WorkerClient, model: str, item: EvalItem, max_tok
     return extract(resp.json())
 
 
-async def generate_outputs(client: WorkerClient, model: str, items: list[EvalItem], *, max_tokens: int = 32,
+async def generate_outputs(client: EngineClient, model: str, items: list[EvalItem], *, max_tokens: int = 32,
                            concurrency: int = 8) -> list[str]:
     """Outputs in item order; ``concurrency`` requests at a time so the engine can batch them."""
     limit = asyncio.Semaphore(concurrency)

@@ -10,7 +10,7 @@ from adapters.registry.models import Adapter, AdapterStatus
 from adapters.registry.repository import Registry
 from adapters.storage.materialize import AdapterMaterializer
 from server.engine.pool import WorkerPool
-from server.engine.worker_client import WorkerLoraError
+from adapters.errors import AdapterLoadError
 from server.engine.worker_process import WorkerState
 from adapters.errors import WorkerUnavailableError
 
@@ -53,8 +53,8 @@ class LiveCheck:
                 async with slot.residency.use(adapter.lora_name, path):
                     resp = await slot.worker.client.post("/v1/completions", {"model": adapter.lora_name, **PROBE})
             if resp.status_code != 200 or not resp.json()["usage"]["completion_tokens"]:
-                raise WorkerLoraError(f"generation failed: {resp.status_code} {resp.text[:300]}")
-        except WorkerLoraError as e:
+                raise AdapterLoadError(f"generation failed: {resp.status_code} {resp.text[:300]}")
+        except AdapterLoadError as e:
             reason = f"live check failed on {adapter.base_version.ref}: {e}"
             rejected = await asyncio.to_thread(self.registry.set_status, adapter.id, AdapterStatus.rejected, reason)
             await asyncio.to_thread(self.registration.release_blobs, rejected)

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 from adapters.registry.models import BaseVersion
 from server.engine.residency import AdapterResidency
-from server.engine.worker_process import ExternalWorker, ManagedWorker
+from server.engine.worker_client import WorkerClient
+from server.engine.worker_process import WORKER_BASE_NAME, ExternalWorker, ManagedWorker
 from adapters.errors import WorkerRetiredError, WorkerUnavailableError
 from server.metrics import GatewayMetrics
 from server.settings import Settings
@@ -38,6 +39,16 @@ class WorkerSlot:
     worker: ManagedWorker | ExternalWorker
     residency: AdapterResidency
     in_flight: int = 0  # requests being served; a retired worker stops once this reaches 0
+
+    base_model_name = WORKER_BASE_NAME  # what the worker answers to without an adapter
+
+    @property
+    def client(self) -> WorkerClient:
+        return self.worker.client
+
+    def use_adapter(self, lora_name: str, path):
+        """Holds the adapter resident for the block (see residency.py)."""
+        return self.residency.use(lora_name, path)
 
     @contextlib.contextmanager
     def request(self) -> Iterator[None]:

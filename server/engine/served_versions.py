@@ -19,6 +19,10 @@ class ServedVersions:
         self.startup_timeout_s = startup_timeout_s
         self._follow_ups: set[asyncio.Task] = set()
 
+    def pick(self, base_ref: str, lora_name: str):
+        """The worker live traffic for this adapter goes to (its home, with affinity routing)."""
+        return self.pool.pick(base_ref, lora_name)
+
     async def ready(self, base: BaseVersion) -> None:
         """Wait until ``base`` has a ready worker (started if needed): before anything is mapped onto it."""
         await self.pool.ensure_ready(base, self.startup_timeout_s)

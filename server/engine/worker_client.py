@@ -5,7 +5,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from adapters.errors import WorkerUnavailableError, WorkerUnreachableError
+from adapters.errors import AdapterLoadError, WorkerUnavailableError, WorkerUnreachableError
 
 TRANSPORT_ERRORS = (httpx.TransportError,)
 # No answer came: refused, or the connection was closed or reset before any response (the
@@ -14,8 +14,6 @@ TRANSPORT_ERRORS = (httpx.TransportError,)
 DROPPED = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
-class WorkerLoraError(Exception):
-    """The worker refused to load an adapter (an internal error once validation passed)."""
 
 
 class WorkerClient:
@@ -41,12 +39,12 @@ class WorkerClient:
         if resp.status_code == 400 and "already been loaded" in resp.text:
             return  # our view was stale (e.g. after a gateway restart): it is resident, fine
         if resp.status_code != 200:
-            raise WorkerLoraError(f"worker {self.name} could not load {lora_name}: {resp.status_code} {resp.text}")
+            raise AdapterLoadError(f"worker {self.name} could not load {lora_name}: {resp.status_code} {resp.text}")
 
     async def unload_lora(self, lora_name: str) -> None:
         resp = await self._call("POST", "/v1/unload_lora_adapter", {"lora_name": lora_name})
         if resp.status_code not in (200, 404):
-            raise WorkerLoraError(f"worker {self.name} could not unload {lora_name}: {resp.status_code} {resp.text}")
+            raise AdapterLoadError(f"worker {self.name} could not unload {lora_name}: {resp.status_code} {resp.text}")
 
     async def loaded_loras(self) -> set[str]:
         resp = await self._call("GET", "/v1/models")
