@@ -133,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await services.migration_runner.stop()
         await services.fine_tuning_runner.stop()
         await services.adapters.live_check.stop()
+        await services.adapters.stop()
         await services.pool.stop()
 
     docs = {} if settings.api_docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}

@@ -4,6 +4,7 @@ quotas and tenant isolation, against the real gateway and vLLM worker."""
 import http.client
 import json
 import threading
+import time
 
 import httpx
 import pytest
@@ -125,7 +126,10 @@ def test_versions_eval_set_and_delete(gateway, lora_factory):
         assert c.delete("/v1/adapters/helper").json()["versions"] == [2]
         assert c.get("/v1/adapters/helper").status_code == 404
         assert c.delete("/v1/adapters/helper").status_code == 404
-    assert v2_sha not in stored_blobs(gateway)
+    deadline = time.monotonic() + 60  # storage is released in the background, after requests in flight
+    while v2_sha in stored_blobs(gateway):
+        assert time.monotonic() < deadline, "the deleted adapter's blobs were never released"
+        time.sleep(0.1)
 
 
 def test_identical_uploads_are_stored_once(gateway, lora_factory):

@@ -4,13 +4,14 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from adapters.registry.models import (Adapter, AdapterStatus, ApiKey, BaseModel, BaseVersion, FileStatus, StoredFile,
                                       Tenant, utcnow)
 from adapters.errors import ConflictError, InvalidRequestError, NotFoundError
+from adapters.registry.adapter_lifecycle import check_transition
 from adapters.registry.api_keys import display_prefix, hash_api_key, new_api_key
 
 # ASCII only, matched whole (fullmatch: a "$" would let a trailing newline through).
@@ -233,11 +234,15 @@ class Registry(Repository):
         with self.session() as s:
             return list(s.scalars(self._adapter_query().where(Adapter.status.in_(statuses)).order_by(Adapter.id)))
 
-    def set_status(self, adapter_id: int, status: AdapterStatus, reason: str | None = None) -> Adapter:
+    def transition(self, adapter_id: int, to: AdapterStatus, reason: str | None = None, *,
+                   expect: tuple[AdapterStatus, ...]) -> Adapter | None:
+        """Compare-and-set (adapters/registry/adapter_lifecycle.py): the adapter now, or None if
+        it was no longer in one of ``expect`` (deleted meanwhile, or finished elsewhere)."""
+        check_transition(expect, to)
         with self.session() as s:
-            row = s.get(Adapter, adapter_id)
-            row.status, row.status_reason = status, reason
-        return self.get_adapter(adapter_id)
+            changed = s.execute(update(Adapter).where(Adapter.id == adapter_id, Adapter.status.in_(expect))
+                                .values(status=to, status_reason=reason)).rowcount
+        return self.get_adapter(adapter_id) if changed == 1 else None
 
     def get_adapter(self, adapter_id: int) -> Adapter:
         with self.session() as s:

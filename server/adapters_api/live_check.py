@@ -16,6 +16,8 @@ from adapters.errors import WorkerUnavailableError
 
 log = logging.getLogger(__name__)
 PROBE = {"prompt": "Hello", "max_tokens": 4, "temperature": 0}
+PENDING = (AdapterStatus.received, AdapterStatus.validating)  # a check may (re)start from these
+REMOVE_WAIT_S = 60.0
 
 
 class LiveCheck:
@@ -40,11 +42,16 @@ class LiveCheck:
         try:
             slot = self.pool.pick(adapter.base_version.ref, adapter.lora_name)
         except WorkerUnavailableError:
-            await asyncio.to_thread(self.registry.set_status, adapter.id, AdapterStatus.received,
-                                    "waiting for a worker to run the live check")
+            waiting = await asyncio.to_thread(self.registry.transition, adapter.id, AdapterStatus.received,
+                                              "waiting for a worker to run the live check", expect=PENDING)
+            if waiting is None:
+                return await asyncio.to_thread(self.registry.get_adapter, adapter.id)  # deleted or finished elsewhere
             self.schedule_pending()
             raise
-        await asyncio.to_thread(self.registry.set_status, adapter.id, AdapterStatus.validating)
+        validating = await asyncio.to_thread(self.registry.transition, adapter.id, AdapterStatus.validating,
+                                             expect=PENDING)
+        if validating is None:
+            return await asyncio.to_thread(self.registry.get_adapter, adapter.id)
         try:
             async def path() -> str:
                 return str(await asyncio.to_thread(self.materializer.folder_for, adapter))
@@ -56,10 +63,23 @@ class LiveCheck:
                 raise AdapterLoadError(f"generation failed: {resp.status_code} {resp.text[:300]}")
         except AdapterLoadError as e:
             reason = f"live check failed on {adapter.base_version.ref}: {e}"
-            rejected = await asyncio.to_thread(self.registry.set_status, adapter.id, AdapterStatus.rejected, reason)
+            rejected = await asyncio.to_thread(self.registry.transition, adapter.id, AdapterStatus.rejected, reason,
+                                               expect=(AdapterStatus.validating,))
+            if rejected is None:  # deleted meanwhile: the delete released what it held
+                return await asyncio.to_thread(self.registry.get_adapter, adapter.id)
             await asyncio.to_thread(self.registration.release_blobs, rejected)
             return rejected
-        return await asyncio.to_thread(self.registry.set_status, adapter.id, AdapterStatus.ready)
+        ready = await asyncio.to_thread(self.registry.transition, adapter.id, AdapterStatus.ready,
+                                        expect=(AdapterStatus.validating,))
+        if ready is not None:
+            return ready
+        now = await asyncio.to_thread(self.registry.get_adapter, adapter.id)  # deleted, or finished elsewhere
+        if now.status == AdapterStatus.deleted:  # it must not stay loaded either
+            try:
+                await slot.residency.remove(adapter.lora_name, REMOVE_WAIT_S)
+            except WorkerUnavailableError:
+                pass
+        return now
 
     def schedule_pending(self) -> None:
         """Finish checks that could not run, once their workers are up (idempotent)."""

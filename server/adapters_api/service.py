@@ -1,6 +1,7 @@
 """Adapter upload, listing and deletion for one tenant, shared by /v1/adapters and /admin/."""
 
 import asyncio
+import logging
 import shutil
 from collections.abc import Callable
 
@@ -13,8 +14,10 @@ from adapters.storage.materialize import AdapterMaterializer
 from server.adapters_api.intake import build_submission, upload_workspace
 from server.adapters_api.live_check import LiveCheck
 from server.engine.pool import WorkerPool
-from adapters.errors import AdapterInvalidError, NotFoundError, WorkerUnavailableError
+from adapters.errors import AdapterInvalidError, ConflictError, NotFoundError, WorkerUnavailableError
 from server.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class AdapterService:
@@ -28,6 +31,7 @@ class AdapterService:
         self.pool = pool
         self.materializer = materializer
         self._on_change = on_change  # e.g. drop cached model-name resolutions
+        self._clean_ups: set[asyncio.Task] = set()
 
     async def upload(self, tenant: Tenant, files: list[UploadFile], **fields) -> tuple[Adapter, bool]:
         """Validate, store and live-check an upload; returns (adapter, finished)."""
@@ -45,6 +49,9 @@ class AdapterService:
             self.live_check.schedule_pending()
             return await asyncio.to_thread(self.registry.get_adapter, adapter.id), False
         self._on_change()
+        if checked.status == AdapterStatus.deleted:
+            raise ConflictError(f"adapter {checked.name}@{checked.version} was deleted while its upload was being "
+                                "checked", code="adapter_deleted")
         if checked.status == AdapterStatus.rejected:
             raise AdapterInvalidError(f"adapter {checked.name}@{checked.version} was rejected: "
                                       f"{checked.status_reason}", code="live_check_failed")
@@ -62,13 +69,21 @@ class AdapterService:
         return rows
 
     async def delete(self, tenant: Tenant, ref: str) -> list[Adapter]:
-        """Delete ``name`` (every version) or ``name@v``: new requests get 404 at once, requests in
-        flight finish, then the adapter is unloaded and unshared blobs are removed."""
+        """Delete ``name`` (every version) or ``name@v``: answered at once, and new requests get
+        404 at once; in the background, requests in flight finish, then the adapter is unloaded and
+        unshared blobs are removed."""
         await self.versions(tenant, ref)
         name, version = split_ref(ref)
         deleted = await asyncio.to_thread(self.registry.mark_deleted, tenant.id, name, version)
         self._on_change()
         for adapter in deleted:
+            task = asyncio.create_task(self._clean_up(adapter), name=f"clean up adapter {adapter.id}")
+            self._clean_ups.add(task)
+            task.add_done_callback(self._clean_ups.discard)
+        return deleted
+
+    async def _clean_up(self, adapter: Adapter) -> None:
+        try:
             for slot in self.pool.group(adapter.base_version.ref):
                 try:
                     await slot.residency.remove(adapter.lora_name, self.settings.request_timeout_s)
@@ -78,4 +93,12 @@ class AdapterService:
             folder = self.materializer.folder_path(adapter)
             if not await asyncio.to_thread(self.registry.blob_in_use, adapter.weights_sha256):
                 await asyncio.to_thread(shutil.rmtree, folder, True)
-        return deleted
+        except Exception:  # the row is deleted either way; what is left is only unreferenced storage
+            log.exception("cleaning up deleted adapter %s failed", adapter.id)
+
+    async def stop(self, wait_s: float = 5.0) -> None:
+        """Give clean-ups in progress a moment, then cancel them (their blobs stay, unreferenced)."""
+        if self._clean_ups:
+            await asyncio.wait(list(self._clean_ups), timeout=wait_s)
+        for task in list(self._clean_ups):
+            task.cancel()
