@@ -97,4 +97,14 @@ class WorkerRequestError(PeftServeError):
 
 
 class AdapterLoadError(Exception):
-    """The worker refused to load an adapter (an internal error once validation passed)."""
+    """The worker did not load an adapter. ``status_code`` is the worker's answer: a 4xx means it
+    refused this adapter; a 5xx (or None: no answer) is the worker's own failure, which must never
+    be recorded as the adapter's fault."""
+
+    def __init__(self, message: str, *, status_code: int | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+
+    @property
+    def internal(self) -> bool:
+        return self.status_code is None or self.status_code >= 500

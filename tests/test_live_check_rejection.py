@@ -18,7 +18,7 @@ from tests.test_uploads import folder_files
 REFUSAL = "LoRA rank 8 is not supported by this engine build"
 
 
-def refusing_worker() -> tuple[str, uvicorn.Server]:
+def refusing_worker(status: int = 400, message: str = REFUSAL) -> tuple[str, uvicorn.Server]:
     app = FastAPI()
 
     @app.get("/health")
@@ -27,7 +27,7 @@ def refusing_worker() -> tuple[str, uvicorn.Server]:
 
     @app.post("/v1/load_lora_adapter")
     async def load():
-        return JSONResponse({"error": {"message": REFUSAL, "type": "BadRequestError", "code": 400}}, 400)
+        return JSONResponse({"error": {"message": message, "type": "Error", "code": status}}, status)
 
     @app.get("/ready")
     async def ready():
@@ -55,6 +55,26 @@ def test_adapter_refused_by_the_worker_is_rejected(gateway, tiny_base_dir, lora_
             assert version["status"] == "rejected" and REFUSAL in version["status_reason"]
             assert c.post("/v1/completions", json={"model": "nope", "prompt": "x"}).status_code == 404
         assert not (server.data_dir / "blobs" / version["sha256"][:2] / version["sha256"]).exists()
+    finally:
+        server.stop()
+        worker.should_exit = True
+
+
+def test_a_worker_failing_to_load_is_not_the_adapters_fault(gateway, tiny_base_dir, lora_factory, tmp_path):
+    """A 5xx (out of memory, a crash) from the worker's adapter load: the upload is accepted for a
+    later check (202), the adapter stays ``received`` with the reason, its blobs are kept."""
+    url, worker = refusing_worker(500, "out of memory while loading")
+    server = second_gateway(gateway, tiny_base_dir, tmp_path / "failing", worker_url=url)
+    try:
+        key = server.tenant_key("unlucky-co")
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+            resp = c.post("/v1/adapters", data={"name": "fine"},
+                          files=[("file", f) for f in folder_files(lora_factory(92))])
+            assert resp.status_code == 202, resp.text
+            version = c.get("/v1/adapters/fine").json()["versions"][0]
+            assert version["status"] in ("received", "validating"), version
+            assert "out of memory" in (version["status_reason"] or "") or version["status"] == "validating"
+        assert (server.data_dir / "blobs" / version["sha256"][:2] / version["sha256"]).exists()
     finally:
         server.stop()
         worker.should_exit = True

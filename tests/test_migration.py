@@ -350,3 +350,41 @@ def test_an_adapter_the_new_worker_refuses_is_incompatible_and_stays(gateway, ti
     finally:
         gw.stop()
         stand_in.should_exit = True
+
+
+def test_an_adapter_that_cannot_be_judged_gets_an_error_and_the_job_goes_on(upgrade, lora_factory):
+    """The new version's worker fails (5xx) loading one adapter, every time: that adapter is
+    recorded as not judged, stays on the old version and is not called incompatible; the other
+    adapter of the job is judged as usual."""
+    from adapters.errors import AdapterLoadError
+
+    api = admin_api(upgrade)
+    key = api.tenant("isolated")
+    api.add("isolated", "unlucky", lora_factory(81))
+    api.add("isolated", "lucky", lora_factory(82))
+    registry = upgrade.app.state.services.registry
+    unlucky = next(a for a in registry.list_adapters() if a.name == "unlucky" and a.tenant.name == "isolated")
+    client = upgrade.app.state.services.pool.group("tiny@2")[0].worker.client
+    original = client.load_lora
+
+    async def failing_load(lora_name: str, path: str) -> None:
+        if lora_name == unlucky.lora_name:
+            raise AdapterLoadError(f"worker could not load {lora_name}: 500 out of memory", status_code=500)
+        await original(lora_name, path)
+
+    client.load_lora = failing_load
+    try:
+        job = api.wait(api.start_job({"base_model": "tiny", "tenants": ["isolated"],
+                                      "thresholds": EVERYTHING_PASSES})["id"])
+    finally:
+        client.load_lora = original
+    assert job["status"] == "succeeded", job
+    items = {i["adapter"]: i for i in job["items"]}
+    assert items["unlucky"]["decision"] == "error" and "out of memory" in items["unlucky"]["reasons"][0]
+    assert unlucky.lora_name not in items["unlucky"]["reasons"][0]  # no internal names
+    assert items["unlucky"]["served_on"] == "tiny@1"
+    assert items["lucky"]["decision"] == "migrated" and items["lucky"]["served_on"] == "tiny@2"
+    assert job["progress"]["errors"] == 1 and job["progress"]["incompatible"] == 0
+    with api.client(key) as c:  # still served, where it was
+        resp = c.post("/v1/completions", json={"model": "unlucky", "prompt": "x", "max_tokens": 1})
+        assert resp.status_code == 200 and resp.headers[VERSION_HEADER] == "tiny@1"

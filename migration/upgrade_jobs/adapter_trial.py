@@ -38,6 +38,10 @@ def eval_items_of(adapter: Adapter, blobs: BlobStore, settings: TrialSettings) -
     return [EvalItem(messages=[{"role": "user", "content": p}], expected="-") for p in settings.sample_prompts], False
 
 
+class TrialFailed(Exception):
+    """The trial could not judge the adapter (a worker's own failure): not the adapter's fault."""
+
+
 def incompatible(reason: str) -> GateDecision:
     return GateDecision("incompatible", None, [reason])
 
@@ -73,9 +77,14 @@ async def try_adapter(adapter: Adapter, new_version: BaseVersion, old: TrialWork
     try:
         candidate = await with_adapter(new)
     except AdapterLoadError as e:  # the new version's worker refuses to load it
+        if e.internal:
+            raise TrialFailed(f"the worker of {new_version.ref} failed loading it: "
+                              + str(e).replace(adapter.lora_name, adapter.name)) from e  # no internal names
         return incompatible(f"the worker of {new_version.ref} refused it: "
-                            + str(e).replace(adapter.lora_name, adapter.name))  # no internal names
+                            + str(e).replace(adapter.lora_name, adapter.name))
     except WorkerRequestError as e:  # ... or to run it
+        if e.status_code >= 500:
+            raise TrialFailed(f"the worker of {new_version.ref} failed running it: {e.message}") from e
         return incompatible(f"the worker of {new_version.ref} cannot run it: {e.message}")
     reference = await with_adapter(old)
     expected = [i.expected for i in items] if has_expected else None

@@ -66,7 +66,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}th{{background:#f3f
 <p>{html.escape(job['base_model'])}@{job['from_version']} &rarr; @{job['to_version']}:
 <b>{html.escape(job['status'])}</b>.
 {p['finished']}/{p['total']} adapters finished: {p['migrated']} migrated, {p['kept_on_old']} kept on the old
-version, {p['incompatible']} incompatible, {p['skipped']} skipped.</p>
+version, {p['incompatible']} incompatible, {p.get('errors', 0)} could not be judged, {p['skipped']} skipped.</p>
 <p>Gate thresholds: {html.escape(thresholds)}. Evidence <i>agreement_only</i> (no eval set) is weaker.</p>
 <img alt="scores per adapter" src="data:image/png;base64,{chart}">
 <table><tr>{''.join(f'<th>{h}</th>' for h in header)}</tr>

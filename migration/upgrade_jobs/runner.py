@@ -19,13 +19,14 @@ from adapters.registry.repository import Registry
 from adapters.storage.blob_store import BlobStore
 from adapters.storage.materialize import AdapterMaterializer
 from migration.engine_port import MigrationMetrics, ServedVersionsPort, TrialWorker
-from migration.upgrade_jobs.adapter_trial import TrialSettings, try_adapter
+from migration.upgrade_jobs.adapter_trial import TrialFailed, TrialSettings, try_adapter
 from migration.validation_gate.gate import GateThresholds
 from adapters.errors import PeftServeError, WorkerUnavailableError
 
 log = logging.getLogger(__name__)
 
 WORKER_RETRIES = 3
+RETRY_PAUSE_S = 1.0
 
 
 class MigrationRunner:
@@ -102,7 +103,7 @@ class MigrationRunner:
                 if (await asyncio.to_thread(self.repo.get_job, job.id)).cancel_requested:
                     status = MigrationStatus.cancelled
                     break
-                await self._migrate_item(job, item.id, item.adapter_id, thresholds)
+                await self._judge_item(job, item.id, item.adapter_id, thresholds)
             await self._finish(job, status=status)
         except asyncio.CancelledError:  # shutting down or lease lost: whoever claims it next resumes
             raise
@@ -121,6 +122,23 @@ class MigrationRunner:
     async def _finish(self, job: MigrationJob, **values) -> None:
         await asyncio.to_thread(self.leases.finish, job.id, self.owner, finished_at=utcnow(), **values)
 
+    async def _judge_item(self, job: MigrationJob, item_id: int, adapter_id: int,
+                          thresholds: GateThresholds) -> None:
+        """One adapter's trial; if it cannot be judged (a worker's failure, any bug), the adapter
+        gets an ``error`` verdict with the reason and stays where it is, and the job goes on."""
+        try:
+            await self._migrate_item(job, item_id, adapter_id, thresholds)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            if isinstance(e, (TrialFailed, PeftServeError)):
+                reason = str(e) if isinstance(e, TrialFailed) else e.message
+            else:
+                log.exception("migration %s: judging adapter %s crashed", job.id, adapter_id)
+                reason = f"internal error: {type(e).__name__}"
+            await asyncio.to_thread(self.repo.finish_item, item_id, "error", [reason], None)
+            self.metrics.migration_decisions.labels(job.from_version.ref, job.to_version.ref, "error").inc()
+
     async def _migrate_item(self, job: MigrationJob, item_id: int, adapter_id: int,
                             thresholds: GateThresholds) -> None:
         reason = await asyncio.to_thread(self.repo.still_migratable, item_id)
@@ -137,9 +155,10 @@ class MigrationRunner:
                                             materializer=self.materializer, thresholds=thresholds,
                                             settings=self.trial_settings)
                 break
-            except WorkerUnavailableError:  # a worker restarted under us: wait for it, try again
+            except (WorkerUnavailableError, TrialFailed):  # a worker failed or restarted: wait, try again
                 if attempt == WORKER_RETRIES - 1:
                     raise
+                await asyncio.sleep(RETRY_PAUSE_S)
         evidence = verdict.evidence.to_json() if verdict.evidence else None
         moved = await asyncio.to_thread(self.repo.finish_item, item_id, verdict.decision, verdict.reasons, evidence)
         self.metrics.migration_seconds.labels(job.to_version.ref).observe(time.perf_counter() - started)

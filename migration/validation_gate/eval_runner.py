@@ -17,7 +17,10 @@ async def generate_one(client: EngineClient, model: str, item: EvalItem, max_tok
         resp = await client.post("/v1/completions", {**params, "prompt": item.prompt})
         extract = lambda body: body["choices"][0]["text"]  # noqa: E731
     if resp.status_code != 200:
-        raise WorkerRequestError(f"eval generation failed: {resp.text[:300]}", status_code=502, code="worker_error")
+        # The worker's own status: 4xx is this request's (the adapter's or its eval item's) fault,
+        # 5xx the worker's; the trial tells them apart.
+        raise WorkerRequestError(f"eval generation failed: {resp.status_code} {resp.text[:300]}",
+                                 status_code=resp.status_code, code="worker_error")
     return extract(resp.json())
 
 

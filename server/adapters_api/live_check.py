@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 PROBE = {"prompt": "Hello", "max_tokens": 4, "temperature": 0}
 PENDING = (AdapterStatus.received, AdapterStatus.validating)  # a check may (re)start from these
 REMOVE_WAIT_S = 60.0
+MAX_INTERNAL_FAILURES = 5  # worker failures (5xx, no answer) while checking one adapter before giving up
 
 
 class LiveCheck:
@@ -29,6 +30,7 @@ class LiveCheck:
         self.materializer = materializer
         self.registration = registration
         self._pending: asyncio.Task | None = None
+        self._internal_failures: dict[int, int] = {}  # adapter id -> worker failures while checking it
 
     async def run(self, adapter: Adapter) -> Adapter:
         """Return the adapter as ``ready`` or ``rejected``; raise WorkerUnavailableError if no
@@ -60,8 +62,11 @@ class LiveCheck:
                 async with slot.residency.use(adapter.lora_name, path):
                     resp = await slot.worker.client.post("/v1/completions", {"model": adapter.lora_name, **PROBE})
             if resp.status_code != 200 or not resp.json()["usage"]["completion_tokens"]:
-                raise AdapterLoadError(f"generation failed: {resp.status_code} {resp.text[:300]}")
+                raise AdapterLoadError(f"generation failed: {resp.status_code} {resp.text[:300]}",
+                                       status_code=resp.status_code)
         except AdapterLoadError as e:
+            if e.internal:  # the worker's failure, not the adapter's: check again later
+                return await self._internal_failure(adapter, e)
             reason = f"live check failed on {adapter.base_version.ref}: {e}"
             rejected = await asyncio.to_thread(self.registry.transition, adapter.id, AdapterStatus.rejected, reason,
                                                expect=(AdapterStatus.validating,))
@@ -81,6 +86,20 @@ class LiveCheck:
                 pass
         return now
 
+    async def _internal_failure(self, adapter: Adapter, error: AdapterLoadError) -> Adapter:
+        failures = self._internal_failures[adapter.id] = self._internal_failures.get(adapter.id, 0) + 1
+        gave_up = failures >= MAX_INTERNAL_FAILURES
+        reason = (f"the worker failed while checking it ({failures} times; "
+                  + ("not retried until the gateway restarts" if gave_up else "retried") + f"): {error}")
+        waiting = await asyncio.to_thread(self.registry.transition, adapter.id, AdapterStatus.received,
+                                          reason.replace(adapter.lora_name, adapter.name), expect=PENDING)
+        if waiting is None:
+            return await asyncio.to_thread(self.registry.get_adapter, adapter.id)
+        log.warning("live check of adapter %s: %s", adapter.id, reason)
+        if not gave_up:
+            self.schedule_pending()
+        raise WorkerUnavailableError("the worker failed while checking this adapter; it is checked again shortly")
+
     def schedule_pending(self) -> None:
         """Finish checks that could not run, once their workers are up (idempotent)."""
         if self._pending is None or self._pending.done():
@@ -88,8 +107,9 @@ class LiveCheck:
 
     async def _finish_pending(self) -> None:
         while True:
-            pending = await asyncio.to_thread(self.registry.adapters_in, AdapterStatus.received,
-                                              AdapterStatus.validating)
+            pending = [a for a in await asyncio.to_thread(self.registry.adapters_in, AdapterStatus.received,
+                                                          AdapterStatus.validating)
+                       if self._internal_failures.get(a.id, 0) < MAX_INTERNAL_FAILURES]
             if not pending:
                 return
             for adapter in pending:

@@ -18,7 +18,7 @@ def _summary(job: dict) -> str:
     p = job["progress"]
     return (f"migration {job['id']} {job['base_model']}@{job['from_version']} -> @{job['to_version']}: "
             f"{job['status']}; {p['migrated']} migrated, {p['kept_on_old']} kept on old, "
-            f"{p['incompatible']} incompatible, {p['skipped']} skipped of {p['total']}")
+            f"{p['incompatible']} incompatible, {p.get('errors', 0)} not judged, {p['skipped']} skipped of {p['total']}")
 
 
 def _items_table(job: dict):

@@ -39,12 +39,14 @@ class WorkerClient:
         if resp.status_code == 400 and "already been loaded" in resp.text:
             return  # our view was stale (e.g. after a gateway restart): it is resident, fine
         if resp.status_code != 200:
-            raise AdapterLoadError(f"worker {self.name} could not load {lora_name}: {resp.status_code} {resp.text}")
+            raise AdapterLoadError(f"worker {self.name} could not load {lora_name}: {resp.status_code} {resp.text}",
+                                   status_code=resp.status_code)
 
     async def unload_lora(self, lora_name: str) -> None:
         resp = await self._call("POST", "/v1/unload_lora_adapter", {"lora_name": lora_name})
         if resp.status_code not in (200, 404):
-            raise AdapterLoadError(f"worker {self.name} could not unload {lora_name}: {resp.status_code} {resp.text}")
+            raise AdapterLoadError(f"worker {self.name} could not unload {lora_name}: {resp.status_code} {resp.text}",
+                                   status_code=resp.status_code)
 
     async def loaded_loras(self) -> set[str]:
         resp = await self._call("GET", "/v1/models")

@@ -48,6 +48,8 @@ class MigrationProgress(BaseModel):
     migrated: int
     kept_on_old: int
     incompatible: int
+    errors: int
+    """Adapters that could not be judged (a worker's failure): they stay where they are."""
     skipped: int
 
 
@@ -75,7 +77,7 @@ class MigrationPublic(BaseModel):
         progress = MigrationProgress(
             total=len(job.items), finished=sum(i.state != ItemState.pending for i in job.items),
             migrated=decisions.count("migrated"), kept_on_old=decisions.count("kept_on_old"),
-            incompatible=decisions.count("incompatible"),
+            incompatible=decisions.count("incompatible"), errors=decisions.count("error"),
             skipped=sum(i.state == ItemState.skipped for i in job.items))
         return cls(id=job.id, base_model=job.from_version.base_model.name, from_version=job.from_version.version,
                    to_version=job.to_version.version, status=job.status.value, thresholds=job.thresholds,
