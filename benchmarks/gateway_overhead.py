@@ -80,7 +80,7 @@ def main() -> None:
     gateway = start_process([sys.executable, "-m", "server.cli.main", "serve"], env, run_dir / "gateway.log")
     try:
         wait_http(worker_url, "/health")
-        wait_http(url, "/ready")
+        wait_http(url, "/ready?all=true")
         admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60)
         key = admin.post("/admin/tenants", json={"name": "bench"}).json()["api_key"]
         register(admin, "bench-0", adapter)

@@ -63,7 +63,7 @@ def run_round(policy: str, args, data_dir: Path, worker_urls: list[str], sequenc
     gateway = start_process([sys.executable, "-m", "server.cli.main", "serve"], env, log)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(url, "/ready")
+        wait_http(url, "/ready?all=true")
         result = asyncio.run(run_load(url, sequence, requests=len(sequence), concurrency=args.concurrency,
                                       max_tokens=args.max_tokens, prompt=PROMPT, api_key=key_file.read_text()))
         loads = metric_sum(url, "peftserve_adapter_loads_total")
@@ -84,7 +84,7 @@ def prepare_registry(data_dir: Path, base_dir: Path, adapters: list[Path], worke
                     "smollm2-135m", "--json"], env={**os.environ, **env}, check=True, capture_output=True, cwd=ROOT)
     gateway = start_process([sys.executable, "-m", "server.cli.main", "serve"], env, log)
     try:
-        wait_http("http://127.0.0.1:8891", "/ready")
+        wait_http("http://127.0.0.1:8891", "/ready?all=true")
         admin = httpx.Client(base_url="http://127.0.0.1:8891", headers={"Authorization": f"Bearer {ADMIN_KEY}"},
                              timeout=600)
         key_file.write_text(admin.post("/admin/tenants", json={"name": "bench"}).json()["api_key"])

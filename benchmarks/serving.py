@@ -179,7 +179,7 @@ def gateway_part(base_dir: Path, args, run_dir: Path, ks: list[int], over: int, 
     gateway = start_process([sys.executable, "-m", "server.cli.main", "serve"], env, run_dir / "gateway.log")
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(url, "/ready")
+        wait_http(url, "/ready?all=true")
         admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=600)
         key = admin.post("/admin/tenants", json={"name": "bench"}).json()["api_key"]
         names = [f"bench-{i}" for i in range(len(adapters))]

@@ -47,6 +47,7 @@ from server.settings import Settings
 from server.ttl_cache import TtlCache
 
 log = logging.getLogger(__name__)
+READY_REGISTRY_TIMEOUT_S = 2.0
 
 
 def make_blob_store(settings: Settings) -> BlobStore:
@@ -157,11 +158,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/ready", include_in_schema=False)
-    async def ready():
-        """Every served base version has a healthy worker."""
+    async def ready(all: bool = False):
+        """This gateway can take traffic: its registry answers and at least one worker is ready
+        (or no base version is served yet). One base version's workers being down does not make
+        every gateway unready (that would take the whole Service away, for a fleet-wide fault);
+        its requests answer 503. ``?all=true``: every served base version has a ready worker."""
         workers = {s.name: s.worker.state.value for s in services.pool.all_slots}
-        ok = services.pool.all_ready
-        return JSONResponse({"ready": ok, "workers": workers}, status_code=200 if ok else 503)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(services.registry.ping), READY_REGISTRY_TIMEOUT_S)
+            registry_ok = True
+        except Exception:  # any failure to reach it means: not ready
+            registry_ok = False
+        pool = services.pool
+        workers_ok = pool.all_ready if all else (not pool.groups or any(pool.is_ready(r) for r in pool.groups))
+        ok = registry_ok and workers_ok
+        return JSONResponse({"ready": ok, "registry": registry_ok, "workers": workers},
+                            status_code=200 if ok else 503)
 
     @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_admin)])
     async def metrics() -> Response:

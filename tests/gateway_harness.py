@@ -35,8 +35,9 @@ def wait_until_http(url: str, timeout_s: float) -> bool:
 
 
 def wait_until_ready(url: str, timeout_s: float) -> bool:
-    """Poll ``url``/ready until it answers 200; False if it did not within ``timeout_s``."""
-    return wait_until_http(f"{url}/ready", timeout_s)
+    """Poll ``url``/ready?all=true (every served base version has a ready worker) until it
+    answers 200; False if it did not within ``timeout_s``."""
+    return wait_until_http(f"{url}/ready?all=true", timeout_s)
 
 
 def free_port() -> int:

@@ -57,6 +57,11 @@ class Repository:
 class Registry(Repository):
 
     # --- tenants and keys -------------------------------------------------------------
+    def ping(self) -> None:
+        """Raises unless the database answers."""
+        with self.session() as s:
+            s.execute(select(1))
+
     def create_tenant(self, name: str) -> tuple[Tenant, str]:
         check_name("tenant", name)
         try:
