@@ -66,7 +66,7 @@ def gateway_instance_name(settings: Settings) -> str:
 
 def build_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, settings.sqlite_synchronous)
     upgrade_schema(engine)
     sessions = make_session_factory(engine)
     registry = Registry(sessions)

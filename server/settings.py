@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """SQLAlchemy URL of the registry; default ``sqlite:///<data_dir>/registry.db``."""
 
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    """SQLite only: FULL makes each commit durable before it returns (a power loss cannot undo a
+    commit whose effects, such as deleted blobs, already happened); NORMAL is faster and may lose
+    the last commits. docs/BENCHMARKS.md has the measured cost on uploads."""
+
     blob_dir: Path | None = None
     """The local content-addressed blob store; default ``<data_dir>/blobs``. Gateways on one
     machine (or on a shared file system) can share it, each with its own data_dir."""

@@ -52,6 +52,11 @@ def test_fine_tuning_job_ends_with_a_servable_adapter(gateway, client):
     assert adapter["status"] == "ready" and adapter["trained_with"] == "trans-peft"
     assert adapter["training_metadata"]["fine_tuning_job"] == job.id
     assert adapter["eval_items"] == 4  # the 10% held-out split, kept for base upgrades
+    work_dir = gateway.app.state.services.fine_tuning.work_root / job.id
+    deadline = time.monotonic() + 30  # checkpoints and optimizer state go once the job has ended
+    while work_dir.exists():
+        assert time.monotonic() < deadline, f"{work_dir} was not removed"
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("body,status,needle", [

@@ -108,7 +108,8 @@ def _local_registry():
     from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
     from adapters.registry.repository import Registry
 
-    engine = make_engine(Settings().database_url)
+    settings = Settings()
+    engine = make_engine(settings.database_url, settings.sqlite_synchronous)
     upgrade_schema(engine)
     return Registry(make_session_factory(engine))
 

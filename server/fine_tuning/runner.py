@@ -7,6 +7,7 @@ adapter goes through the same validation and live check as an upload.
 """
 
 import asyncio
+import shutil
 import logging
 import threading
 import time
@@ -111,6 +112,9 @@ class FineTuningRunner:
         except Exception as e:  # a bug or a broken environment: say so, register nothing
             log.exception("fine-tuning job %s crashed", job.id)
             await self._fail(job, "internal_error", f"training failed: {type(e).__name__}: {e}")
+        # The job ended here (its adapter, if any, is in the blob store): checkpoints and optimizer
+        # state are no longer needed. A job that is only interrupted keeps them to resume.
+        await asyncio.to_thread(shutil.rmtree, self.service.work_root / job.id, True)
 
     async def _finish(self, job: FineTuningJob, **values) -> bool:
         return await asyncio.to_thread(self.leases.finish, job.id, self.owner, finished_at=utcnow(), **values)
