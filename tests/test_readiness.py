@@ -61,3 +61,26 @@ def test_no_worker_or_no_registry_is_not_ready(tiny_base_dir, tmp_path):
         services.registry.ping = broken
         body = client.get("/ready").json()
         assert body == {**body, "ready": False, "registry": False}
+
+
+def test_reconciles_are_serialized_and_start_at_most_one_follow_up(gateway, tiny_base_dir, tmp_path):
+    """A version whose worker never becomes ready: however many passes run (periodic, after
+    migrations, concurrently), one follow-up waits for it, and the stand-in version is kept."""
+    settings = two_served_versions(tmp_path, tiny_base_dir,
+                                   {"tiny@1": gateway.worker()["url"], "tiny@2": DEAD})
+    with TestClient(create_app(settings)) as client:
+        services = client.app.state.services
+        v1 = services.registry.find_base_version("tiny", 1)
+        services.registry.add_base_version("tiny", 2, path=v1.path, fingerprint="v2", architecture=v1.architecture,
+                                           source="test")
+        wait_for(client, "/ready", 200)
+
+        async def many_passes():
+            import asyncio
+
+            return await asyncio.gather(*(services.served.reconcile() for _ in range(8)))
+
+        retired = client.portal.call(many_passes)
+        assert all(r == [] for r in retired)  # tiny@1 stands in for tiny@2 until it is ready: kept
+        assert services.served.follow_ups == 1
+        assert set(services.pool.groups) == {"tiny@1", "tiny@2"}

@@ -1,6 +1,7 @@
 """Turn a multipart upload into an ``AdapterSubmission``: spool files to disk under limits,
 unpack an archive safely, and tell the client precisely what is wrong with the parts."""
 
+import asyncio
 import os
 import shutil
 import uuid
@@ -27,7 +28,7 @@ async def upload_workspace(settings: Settings):
     try:
         yield folder
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, folder, True)
 
 
 async def build_submission(settings: Settings, workspace: Path, files: list[UploadFile], *, name: str,
@@ -45,8 +46,9 @@ async def build_submission(settings: Settings, workspace: Path, files: list[Uplo
 
     if len(spooled) == 1 and is_archive(next(iter(spooled))):
         filename, path = next(iter(spooled.items()))
-        parts = extract_adapter(path, filename, workspace / "unpacked", max_members=settings.max_archive_members,
-                                max_bytes=settings.max_upload_bytes)
+        # Decompression reads and writes up to max_upload_bytes: off the event loop.
+        parts = await asyncio.to_thread(extract_adapter, path, filename, workspace / "unpacked",
+                                        max_members=settings.max_archive_members, max_bytes=settings.max_upload_bytes)
         config_path, weights_path, weights_name = parts[CONFIG], parts[WEIGHTS], WEIGHTS
     else:
         config_path, weights_path, weights_name = _pick_folder_files(spooled)
@@ -57,8 +59,9 @@ async def build_submission(settings: Settings, workspace: Path, files: list[Uplo
     eval_bytes = None
     if eval_set is not None and (eval_set.filename or eval_set.size):
         eval_path = await spool_to_disk(eval_set, workspace, limit=settings.max_upload_bytes)
-        eval_bytes = eval_path.read_bytes()
-    return AdapterSubmission(name=name, config_json=config_path.read_bytes(), weights_path=weights_path,
+        eval_bytes = await asyncio.to_thread(eval_path.read_bytes)
+    config_json = await asyncio.to_thread(config_path.read_bytes)
+    return AdapterSubmission(name=name, config_json=config_json, weights_path=weights_path,
                              weights_filename=weights_name, base_model=base_model, description=description,
                              trained_with=trained_with, eval_set=eval_bytes, eval_scoring=eval_scoring)
 

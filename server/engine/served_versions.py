@@ -17,7 +17,8 @@ class ServedVersions:
         self.registry = registry
         self.pool = pool
         self.startup_timeout_s = startup_timeout_s
-        self._follow_ups: set[asyncio.Task] = set()
+        self._follow_up: asyncio.Task | None = None  # at most one: waits for starting workers, then reconciles
+        self._lock = asyncio.Lock()  # one reconcile at a time: none retires what another just started
 
     def pick(self, base_ref: str, lora_name: str):
         """The worker live traffic for this adapter goes to (its home, with affinity routing)."""
@@ -43,7 +44,12 @@ class ServedVersions:
         """Start what is served and retire what no longer is; returns the retired versions.
 
         Until a new version's worker is ready, the newest ready version of that base keeps its
-        worker (bare-base requests go there meanwhile); a later pass retires it."""
+        worker (bare-base requests go there meanwhile); one follow-up pass retires it once the new
+        worker is ready (or after the start-up timeout; the periodic pass goes on after that)."""
+        async with self._lock:
+            return await self._reconcile()
+
+    async def _reconcile(self) -> list[str]:
         served = await asyncio.to_thread(self.registry.served_base_versions)
         keep = {b.ref for b in served}
         waiting = []
@@ -54,10 +60,8 @@ class ServedVersions:
                 stand_in = self._newest_ready(base)
                 if stand_in is not None:
                     keep.add(stand_in)
-        if waiting:
-            task = asyncio.create_task(self._again_when_ready(waiting), name="reconcile workers")
-            self._follow_ups.add(task)
-            task.add_done_callback(self._follow_ups.discard)
+        if waiting and (self._follow_up is None or self._follow_up.done()):
+            self._follow_up = asyncio.create_task(self._again_when_ready(waiting), name="reconcile workers")
         return self.pool.retire_except(keep)
 
     def _newest_ready(self, base: BaseVersion) -> str | None:
@@ -67,9 +71,13 @@ class ServedVersions:
         return max(ready)[1] if ready else None
 
     async def _again_when_ready(self, bases: list[BaseVersion]) -> None:
-        try:
-            for base in bases:
-                await self.ready(base)
-        except WorkerUnavailableError:
-            pass  # try again below all the same: the next pass schedules another wait
-        await self.reconcile()
+        # Each wait is bounded by the start-up timeout; the pass below may schedule one more.
+        results = await asyncio.gather(*(self.ready(base) for base in bases), return_exceptions=True)
+        if all(isinstance(r, WorkerUnavailableError) for r in results):
+            return  # none came up within the timeout: the periodic pass takes it from here
+        async with self._lock:
+            await self._reconcile()
+
+    @property
+    def follow_ups(self) -> int:
+        return int(self._follow_up is not None and not self._follow_up.done())

@@ -132,7 +132,7 @@ class ManagedWorker:
                 self._set_ready(True)
                 await self._watch()
             self._set_ready(False)
-            self._kill()
+            await asyncio.to_thread(self._kill)  # up to its grace period: never on the event loop
             self.restarts += 1
             self.metrics.worker_restarts.labels(self.name).inc()
             log.warning("worker %s is down; restarting in %.0f s (log: %s)", self.name, backoff, self.log_path)
