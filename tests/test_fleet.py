@@ -103,15 +103,23 @@ def new_key(server: SecondGateway, tenant: str) -> str:
                       headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()["api_key"]
 
 
-def test_each_adapter_sticks_to_its_home_worker_on_every_gateway(fleet, lora_factory):
+@pytest.fixture(scope="module")
+def routed(fleet, lora_factory) -> str:
+    """Tenant route-co with the ROUTED adapters, for every test that needs them (in any order)."""
     gateways, _ = fleet
-    a, b = gateways["a"], gateways["b"]
-    key = a.tenant_key("route-co")
-    with client(a, key) as c:
+    key = gateways["a"].tenant_key("route-co")
+    with client(gateways["a"], key) as c:
         for i, name in enumerate(ROUTED):
             resp = c.post("/v1/adapters", data={"name": name}, files=[("file", f) for f in folder_files(
                 lora_factory(100 + i))])
             assert resp.status_code == 201, resp.text
+    return key
+
+
+def test_each_adapter_sticks_to_its_home_worker_on_every_gateway(fleet, routed):
+    gateways, _ = fleet
+    a, b = gateways["a"], gateways["b"]
+    key = routed
     served_by: dict[str, set[str]] = {name: set() for name in ROUTED}
     for server in (a, b):
         with client(server, key) as c:
@@ -158,7 +166,7 @@ def traffic(server: SecondGateway, key: str, stop: threading.Event, out: list[Ou
                 out.append(Outcome(started, False, None, repr(e)))
 
 
-def test_a_worker_killed_mid_traffic_costs_only_its_requests_in_flight(fleet, second_worker):
+def test_a_worker_killed_mid_traffic_costs_only_its_requests_in_flight(fleet, second_worker, routed):
     gateways, _ = fleet
     stop, outcomes = threading.Event(), [[] for _ in range(4)]
     clients = [threading.Thread(target=traffic, args=(server, new_key(server, "route-co"), stop, outcomes[i]))
