@@ -6,7 +6,7 @@ orphan blob, content-addressed and harmless. The row starts in ``validating``; t
 check on a worker (server side) then moves it to ``ready`` or ``rejected``.
 """
 
-import io
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from adapters.format.peft_config import check_served_targets, parse_lora_config
 from adapters.format.safetensors_header import read_header
 from adapters.registry.models import Adapter, AdapterStatus, BaseVersion, Tenant
 from adapters.registry.repository import Registry, check_name, split_ref
-from adapters.storage.blob_store import BlobStore
+from adapters.storage.blob_lifecycle import BlobLifecycle
 from adapters.validation.against_base import check_against_base, check_finite
 from adapters.format.base_architecture import BaseArchitecture
 from adapters.errors import AdapterInvalidError, InvalidRequestError, NotFoundError, QuotaExceededError
@@ -50,10 +50,11 @@ class TenantQuota:
 
 
 class AdapterRegistration:
-    def __init__(self, registry: Registry, blobs: BlobStore, *, max_rank: int, served_targets: frozenset[str],
-                 quota: TenantQuota):
+    def __init__(self, registry: Registry, lifecycle: BlobLifecycle, *, max_rank: int,
+                 served_targets: frozenset[str], quota: TenantQuota):
         self.registry = registry
-        self.blobs = blobs
+        self.lifecycle = lifecycle
+        self.blobs = lifecycle.blobs
         self.max_rank = max_rank
         self.served_targets = served_targets
         self.quota = quota
@@ -79,15 +80,16 @@ class AdapterRegistration:
         scoring = check_scoring(sub.eval_scoring) if eval_items else None
         self._check_quota(tenant, sub.weights_path.stat().st_size)
 
-        config_sha, _ = self.blobs.put_stream(io.BytesIO(config.to_peft_json()))
-        weights_sha, size = self.blobs.put_file(sub.weights_path)
-        eval_sha = self.blobs.put_stream(io.BytesIO(sub.eval_set))[0] if eval_items else None
-        return self.registry.add_adapter(
-            tenant, sub.name, base, rank=config.r, lora_alpha=config.lora_alpha,
-            target_modules=sorted(config.target_modules), config_sha256=config_sha, weights_sha256=weights_sha,
-            size_bytes=size, status=AdapterStatus.validating, trained_with=sub.trained_with,
-            description=sub.description, eval_set_sha256=eval_sha, eval_scoring=scoring,
-            eval_items=len(eval_items or ()), training_metadata=training_metadata)
+        with ExitStack() as claims:  # each blob is claimed until the row referencing it exists
+            config_sha, _ = claims.enter_context(self.lifecycle.stored_bytes(config.to_peft_json()))
+            weights_sha, size = claims.enter_context(self.lifecycle.stored_file(sub.weights_path))
+            eval_sha = claims.enter_context(self.lifecycle.stored_bytes(sub.eval_set))[0] if eval_items else None
+            return self.registry.add_adapter(
+                tenant, sub.name, base, rank=config.r, lora_alpha=config.lora_alpha,
+                target_modules=sorted(config.target_modules), config_sha256=config_sha, weights_sha256=weights_sha,
+                size_bytes=size, status=AdapterStatus.validating, trained_with=sub.trained_with,
+                description=sub.description, eval_set_sha256=eval_sha, eval_scoring=scoring,
+                eval_items=len(eval_items or ()), training_metadata=training_metadata)
 
     def _check_adapter_name(self, sub: AdapterSubmission) -> None:
         check_name("adapter", sub.name)
@@ -102,10 +104,8 @@ class AdapterRegistration:
             raise InvalidRequestError(f"adapter name {sub.name!r} is taken by a base model", param="name")
 
     def release_blobs(self, adapter: Adapter) -> None:
-        """Delete the adapter's blobs unless another live adapter shares them."""
-        for sha in (adapter.weights_sha256, adapter.config_sha256, adapter.eval_set_sha256):
-            if sha and not self.registry.blob_in_use(sha):
-                self.blobs.delete(sha)
+        """Delete the adapter's blobs unless another live adapter shares them (or is being stored with them)."""
+        self.lifecycle.release([adapter.weights_sha256, adapter.config_sha256, adapter.eval_set_sha256])
 
     def _check_quota(self, tenant: Tenant, new_bytes: int) -> None:
         count, used = self.registry.tenant_usage(tenant.id)

@@ -17,6 +17,8 @@ from adapters.registry.fine_tuning_repository import FineTuningRepository
 from adapters.registry.migration_repository import MigrationRepository
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
 from adapters.registry.repository import Registry
+from adapters.registry.blob_references import BlobReferences
+from adapters.storage.blob_lifecycle import BlobLifecycle
 from adapters.storage.blob_store import BlobStore, LocalBlobStore
 from adapters.storage.s3_blob_store import S3BlobStore
 from adapters.storage.materialize import AdapterMaterializer
@@ -59,6 +61,16 @@ def make_blob_store(settings: Settings) -> BlobStore:
     return LocalBlobStore(settings.blob_dir)
 
 
+async def keep_sweeping(lifecycle: BlobLifecycle, interval_s: float) -> None:
+    """Collect orphan blobs (a crash between storing and referencing them) now and then."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.to_thread(lifecycle.sweep)
+        except Exception:
+            log.exception("sweeping the blob store failed; trying again later")
+
+
 def gateway_instance_name(settings: Settings) -> str:
     """Names this gateway process in the job leases it holds (unique across machines and restarts)."""
     return f"{socket.gethostname()}:{settings.port}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -78,7 +90,8 @@ def build_services(settings: Settings) -> Services:
     materializer = AdapterMaterializer(blobs, settings.adapters_dir)
     quota = TenantQuota(max_adapters=settings.tenant_max_adapters, max_bytes=settings.tenant_max_bytes)
     served_targets = frozenset(settings.lora_target_modules)
-    registration = AdapterRegistration(registry, blobs, max_rank=settings.max_lora_rank,
+    lifecycle = BlobLifecycle(blobs, BlobReferences(sessions), grace_s=settings.blob_grace_s)
+    registration = AdapterRegistration(registry, lifecycle, max_rank=settings.max_lora_rank,
                                        served_targets=served_targets, quota=quota)
     live_check = LiveCheck(registry, pool, materializer, registration, settings.worker_startup_timeout_s)
     limits = RequestLimits(max_choices=settings.request_max_choices,
@@ -127,7 +140,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await services.migration_runner.start()
         reconciling = asyncio.create_task(services.served.keep_reconciled(settings.reconcile_interval_s))
         metrics_server = start_metrics_listener(settings.metrics_listen, services.metrics.registry)
+        sweeping = asyncio.create_task(keep_sweeping(services.registration.lifecycle, settings.blob_sweep_interval_s))
         yield
+        sweeping.cancel()
         if metrics_server is not None:
             metrics_server.shutdown()
         reconciling.cancel()

@@ -213,6 +213,14 @@ class Settings(BaseSettings):
     tenant_max_bytes: int = Field(default=10 * 1024**3, ge=1)
     """Adapter weight bytes one tenant may hold."""
 
+    blob_grace_s: float = Field(default=3600.0, gt=0)
+    """A blob being referenced (stored, its row not yet written) is never collected, nor an
+    unreferenced one younger than this: longer than any upload or job takes between storing a blob
+    and writing its row. Orphans older than this are collected by the periodic sweep."""
+
+    blob_sweep_interval_s: float = Field(default=3600.0, gt=0)
+    """How often each gateway sweeps the blob store for orphans (``peftserve blobs sweep`` on demand)."""
+
     fine_tuning_max_concurrent: int = Field(default=1, ge=1)
     """Fine-tuning jobs that train at the same time on this gateway's machine."""
 

@@ -11,6 +11,7 @@ from adapters.registry.fine_tuning_repository import FineTuningRepository
 from adapters.registry.job_leases import GroupCap, JobLeases
 from adapters.registry.migration_repository import MigrationRepository
 from adapters.registry.models import AdapterStatus, FineTuningJob, JobStatus, MigrationStatus, utcnow
+from adapters.registry.blob_references import BlobReferences
 from adapters.registry.repository import Registry
 from adapters.errors import ConflictError
 
@@ -47,7 +48,8 @@ def test_tenants_keys_bases_and_adapter_versions(sessions):
     assert first.trained_base_version.ref == "tiny@1" and not first.pinned
     assert registry.resolve_adapter(tenant.id, "support", None).version == 2
     assert registry.tenant_usage(tenant.id) == (2, 20)
-    assert registry.blob_in_use("x" * 64) and not registry.blob_in_use("z" * 64)
+    references = BlobReferences(registry.sessions)
+    assert references.referenced("x" * 64) and not references.referenced("z" * 64)
     registry.mark_deleted(tenant.id, "support", 2)
     assert registry.resolve_adapter(tenant.id, "support", None).version == 1
     assert {v.ref for v in registry.served_base_versions()} == {"tiny@1", "tiny@2"}

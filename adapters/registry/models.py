@@ -133,6 +133,16 @@ class Adapter(Base):
         return "lora-" + hashlib.sha256(f"{self.config_sha256}:{self.weights_sha256}".encode()).hexdigest()[:24]
 
 
+class BlobClaim(Base):
+    """A reference to a blob being made (stored, not yet referenced by its row): the collector
+    never deletes a blob with a claim younger than its grace period (adapters/registry/blob_references.py)."""
+
+    __tablename__ = "blob_claims"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 class FileStatus(str, enum.Enum):
     processed = "processed"
     deleted = "deleted"

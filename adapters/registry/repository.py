@@ -8,8 +8,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
-from adapters.registry.models import (Adapter, AdapterStatus, ApiKey, BaseModel, BaseVersion, FileStatus, StoredFile,
-                                      Tenant, utcnow)
+from adapters.registry.models import Adapter, AdapterStatus, ApiKey, BaseModel, BaseVersion, Tenant, utcnow
 from adapters.errors import ConflictError, InvalidRequestError, NotFoundError
 from adapters.registry.adapter_lifecycle import check_transition
 from adapters.registry.api_keys import display_prefix, hash_api_key, new_api_key
@@ -285,13 +284,3 @@ class Registry(Repository):
         with self.session() as s:
             for row in s.scalars(select(Adapter).where(Adapter.id.in_(adapter_ids))):
                 row.eval_set_sha256, row.eval_scoring, row.eval_items = sha256, scoring, items
-
-    def blob_in_use(self, sha256: str) -> bool:
-        """Whether a live adapter or uploaded file still references this blob."""
-        live = Adapter.status.not_in([AdapterStatus.deleted, AdapterStatus.rejected])
-        with self.session() as s:
-            adapters = s.scalar(select(func.count(Adapter.id)).where(live, (Adapter.weights_sha256 == sha256) | (
-                Adapter.config_sha256 == sha256) | (Adapter.eval_set_sha256 == sha256)))
-            files = s.scalar(select(func.count(StoredFile.id)).where(
-                StoredFile.sha256 == sha256, StoredFile.status == FileStatus.processed))
-            return adapters + files > 0

@@ -13,6 +13,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import BinaryIO, Protocol
 
 CHUNK = 1024 * 1024
@@ -37,6 +38,9 @@ class BlobStore(Protocol):
         """Read a (small) blob whole, hash-verified."""
 
     def delete(self, sha256: str) -> None: ...
+
+    def list_blobs(self) -> Iterator[tuple[str, float]]:
+        """(sha256, modification time as a Unix timestamp) of every stored blob."""
 
     def clear_temp(self, older_than_s: float = 3600.0) -> None:
         """Drop temp files a crash left behind, older than ``older_than_s``."""
@@ -109,6 +113,14 @@ class LocalBlobStore:
 
     def delete(self, sha256: str) -> None:
         self._path(sha256).unlink(missing_ok=True)
+
+    def list_blobs(self) -> Iterator[tuple[str, float]]:
+        for shard in self.root.iterdir():
+            if len(shard.name) != 2 or not shard.is_dir():
+                continue  # tmp/ and anything else that is not a shard
+            for blob in shard.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    yield blob.name, blob.stat().st_mtime
 
     def clear_temp(self, older_than_s: float = 3600.0) -> None:
         """Drop half-written temp files a crash left (called at start-up). Only old ones: another

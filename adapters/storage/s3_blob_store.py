@@ -10,6 +10,7 @@ import io
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from botocore.exceptions import ClientError
@@ -77,6 +78,15 @@ class S3BlobStore:
 
     def delete(self, sha256: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(sha256))
+
+    def list_blobs(self) -> Iterator[tuple[str, float]]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "")
+        for page in pages:
+            for item in page.get("Contents", []):
+                name = item["Key"].rsplit("/", 1)[-1]
+                if len(name) == 64:
+                    yield name, item["LastModified"].timestamp()
 
     def clear_temp(self, older_than_s: float = 3600.0) -> None:
         remove_stale_files(self._tmp, older_than_s)

@@ -2,7 +2,6 @@
 jobs then leave it alone), unpin it, and give it the eval set that judges it in an upgrade."""
 
 import asyncio
-import io
 from collections.abc import Callable
 
 from adapters.format.eval_set import check_scoring, parse_eval_set
@@ -56,12 +55,13 @@ class AdapterPlacement:
         rows = await self._ready_versions(tenant, ref)
         items = parse_eval_set(raw)
         check_scoring(scoring)
-        sha, _ = await asyncio.to_thread(self.registration.blobs.put_stream, io.BytesIO(raw))
-        await asyncio.to_thread(self.registry.set_eval_set, [a.id for a in rows], sha, scoring, len(items))
-        for old in {a.eval_set_sha256 for a in rows} - {None, sha}:
-            if not await asyncio.to_thread(self.registry.blob_in_use, old):
-                await asyncio.to_thread(self.registration.blobs.delete, old)
+        await asyncio.to_thread(self._store_eval_set, [a.id for a in rows], raw, scoring, len(items))
+        await asyncio.to_thread(self.registration.lifecycle.release, {a.eval_set_sha256 for a in rows})
         return [await asyncio.to_thread(self.registry.get_adapter, a.id) for a in rows]
+
+    def _store_eval_set(self, adapter_ids: list[int], raw: bytes, scoring: str, items: int) -> None:
+        with self.registration.lifecycle.stored_bytes(raw) as (sha, _):
+            self.registry.set_eval_set(adapter_ids, sha, scoring, items)
 
     async def _changed(self, rows: list[Adapter]) -> list[Adapter]:
         self._on_change()

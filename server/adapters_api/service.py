@@ -91,7 +91,7 @@ class AdapterService:
                     pass  # a restarting worker has no adapters loaded anyway
             await asyncio.to_thread(self.registration.release_blobs, adapter)
             folder = self.materializer.folder_path(adapter)
-            if not await asyncio.to_thread(self.registry.blob_in_use, adapter.weights_sha256):
+            if not await asyncio.to_thread(self.registration.lifecycle.references.referenced, adapter.weights_sha256):
                 await asyncio.to_thread(shutil.rmtree, folder, True)
         except Exception:  # the row is deleted either way; what is left is only unreferenced storage
             log.exception("cleaning up deleted adapter %s failed", adapter.id)

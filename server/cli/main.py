@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from server.cli.command_output import JsonOpt, UrlOpt, admin_call, console, emit, fail, make_table
+from server.cli.blobs import blobs_app
 from server.cli.migrate import migrate_app
 from adapters.errors import PeftServeError
 from server.settings import Settings
@@ -21,6 +22,7 @@ app.add_typer(tenant_app, name="tenant")
 app.add_typer(key_app, name="key")
 app.add_typer(adapter_app, name="adapter")
 app.add_typer(migrate_app, name="migrate")
+app.add_typer(blobs_app, name="blobs")
 
 
 @app.command()

@@ -25,10 +25,13 @@ async def upload_file(tenant: TenantDep, services: ServicesDep, file: Annotated[
     async with upload_workspace(services.settings) as workspace:
         path = await spool_to_disk(file, workspace, limit=services.settings.max_upload_bytes)
         await asyncio.to_thread(parse_records, path.read_bytes(), param=file.filename or "file")
-        sha, size = await asyncio.to_thread(services.blobs.put_file, path)
-    row = await asyncio.to_thread(services.fine_tuning.repo.add_file, tenant.id, file.filename or "upload.jsonl",
-                                  purpose, size, sha)
+        row = await asyncio.to_thread(_store, services, tenant.id, file.filename or "upload.jsonl", purpose, path)
     return FileObject.of(row)
+
+
+def _store(services, tenant_id: int, filename: str, purpose: str, path):
+    with services.registration.lifecycle.stored_file(path) as (sha, size):
+        return services.fine_tuning.repo.add_file(tenant_id, filename, purpose, size, sha)
 
 
 @router.get("")
@@ -45,6 +48,5 @@ async def retrieve_file(file_id: str, tenant: TenantDep, services: ServicesDep) 
 @router.delete("/{file_id}")
 async def delete_file(file_id: str, tenant: TenantDep, services: ServicesDep) -> FileDeleted:
     row = await asyncio.to_thread(services.fine_tuning.repo.delete_file, tenant.id, file_id)
-    if not await asyncio.to_thread(services.registry.blob_in_use, row.sha256):
-        await asyncio.to_thread(services.blobs.delete, row.sha256)
+    await asyncio.to_thread(services.registration.lifecycle.release, [row.sha256])
     return FileDeleted(id=row.id)
