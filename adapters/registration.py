@@ -14,12 +14,13 @@ from adapters.format.archive import PICKLE_SUFFIXES
 from adapters.format.eval_set import check_scoring, parse_eval_set
 from adapters.format.peft_config import check_served_targets, parse_lora_config
 from adapters.format.safetensors_header import read_header
+from adapters.registry.adapter_quota import AdapterQuota
 from adapters.registry.models import Adapter, AdapterStatus, BaseVersion, Tenant
 from adapters.registry.repository import Registry, check_name, split_ref
 from adapters.storage.blob_lifecycle import BlobLifecycle
 from adapters.validation.against_base import check_against_base, check_finite
 from adapters.format.base_architecture import BaseArchitecture
-from adapters.errors import AdapterInvalidError, InvalidRequestError, NotFoundError, QuotaExceededError
+from adapters.errors import AdapterInvalidError, InvalidRequestError, NotFoundError
 
 TRAINED_WITH = ("trans-peft", "lora", "unknown")
 # Names the platform uses itself: the base inside every worker ("base"), the adapters' names on the
@@ -43,15 +44,9 @@ class AdapterSubmission:
     fine_tuned: bool = False  # made by one of our fine-tuning jobs: may use the ft: prefix
 
 
-@dataclass(frozen=True)
-class TenantQuota:
-    max_adapters: int
-    max_bytes: int
-
-
 class AdapterRegistration:
     def __init__(self, registry: Registry, lifecycle: BlobLifecycle, *, max_rank: int,
-                 served_targets: frozenset[str], quota: TenantQuota):
+                 served_targets: frozenset[str], quota: AdapterQuota):
         self.registry = registry
         self.lifecycle = lifecycle
         self.blobs = lifecycle.blobs
@@ -85,7 +80,7 @@ class AdapterRegistration:
             weights_sha, size = claims.enter_context(self.lifecycle.stored_file(sub.weights_path))
             eval_sha = claims.enter_context(self.lifecycle.stored_bytes(sub.eval_set))[0] if eval_items else None
             return self.registry.add_adapter(
-                tenant, sub.name, base, rank=config.r, lora_alpha=config.lora_alpha,
+                tenant, sub.name, base, quota=self.quota, rank=config.r, lora_alpha=config.lora_alpha,
                 target_modules=sorted(config.target_modules), config_sha256=config_sha, weights_sha256=weights_sha,
                 size_bytes=size, status=AdapterStatus.validating, trained_with=sub.trained_with,
                 description=sub.description, eval_set_sha256=eval_sha, eval_scoring=scoring,
@@ -108,13 +103,8 @@ class AdapterRegistration:
         self.lifecycle.release([adapter.weights_sha256, adapter.config_sha256, adapter.eval_set_sha256])
 
     def _check_quota(self, tenant: Tenant, new_bytes: int) -> None:
-        count, used = self.registry.tenant_usage(tenant.id)
-        if count + 1 > self.quota.max_adapters:
-            raise QuotaExceededError(f"tenant {tenant.name!r} holds {count} adapter versions; the quota is "
-                                     f"{self.quota.max_adapters}. Delete some first.", code="adapter_count_quota")
-        if used + new_bytes > self.quota.max_bytes:
-            raise QuotaExceededError(f"tenant {tenant.name!r} uses {used} bytes; this adapter ({new_bytes} bytes) "
-                                     f"would exceed the {self.quota.max_bytes}-byte quota", code="storage_quota")
+        """Fails fast, before anything is stored; add_adapter checks again atomically."""
+        self.quota.check(tenant, *self.registry.tenant_usage(tenant.id), new_bytes)
 
     def _base_version(self, ref: str | None) -> BaseVersion:
         if ref is None:

@@ -12,7 +12,8 @@ from fastapi import Depends, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from adapters.registration import AdapterRegistration, TenantQuota
+from adapters.registration import AdapterRegistration
+from adapters.registry.adapter_quota import AdapterQuota
 from adapters.registry.fine_tuning_repository import FineTuningRepository
 from adapters.registry.migration_repository import MigrationRepository
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
@@ -88,7 +89,7 @@ def build_services(settings: Settings) -> Services:
     metrics = GatewayMetrics(settings.metrics_adapter_label_limit)
     pool = WorkerPool(settings, metrics)
     materializer = AdapterMaterializer(blobs, settings.adapters_dir)
-    quota = TenantQuota(max_adapters=settings.tenant_max_adapters, max_bytes=settings.tenant_max_bytes)
+    quota = AdapterQuota(max_adapters=settings.tenant_max_adapters, max_bytes=settings.tenant_max_bytes)
     served_targets = frozenset(settings.lora_target_modules)
     lifecycle = BlobLifecycle(blobs, BlobReferences(sessions), grace_s=settings.blob_grace_s)
     registration = AdapterRegistration(registry, lifecycle, max_rank=settings.max_lora_rank,

@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import delete, exists, or_, select, text
+from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from adapters.registry.database import serialize_on
 from adapters.registry.models import Adapter, AdapterStatus, BlobClaim, FileStatus, StoredFile, utcnow
 
 
@@ -29,14 +30,9 @@ class BlobReferences:
 
     @contextmanager
     def _locked(self, sha256: str) -> Iterator[Session]:
-        """One transaction holding the digest's lock: PostgreSQL's advisory lock; on SQLite, its
-        one write lock, taken up front by a write statement (held until commit even when the
-        statement changes no row)."""
+        """One transaction holding the digest's lock (database.serialize_on)."""
         with self._sessions.begin() as s:
-            if s.get_bind().dialect.name == "postgresql":
-                s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"blob:{sha256}"})
-            else:
-                s.execute(text("UPDATE blob_claims SET sha256 = sha256 WHERE sha256 = :sha"), {"sha": sha256})
+            serialize_on(s, f"blob:{sha256}")
             yield s
 
     def claim(self, sha256: str, at: datetime | None = None) -> int:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -32,6 +32,17 @@ def make_engine(url: str, sqlite_synchronous: str = "FULL") -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def serialize_on(s: Session, key: str) -> None:
+    """Hold a lock named ``key`` until this transaction ends, so that check-then-write sequences
+    under the same key run one at a time across gateways: PostgreSQL's advisory transaction lock;
+    on SQLite the one write lock, which any write statement takes and keeps until commit (even
+    one that changes no row)."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+    else:
+        s.execute(text("UPDATE blob_claims SET sha256 = sha256 WHERE 1 = 0"))
 
 
 def upgrade_schema(engine: Engine) -> None:

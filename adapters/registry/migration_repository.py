@@ -5,6 +5,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from adapters.registry.fine_tuning_repository import new_id
+from adapters.registry.database import serialize_on
 from adapters.registry.models import (ACTIVE_MIGRATION_STATES, Adapter, AdapterStatus, BaseVersion, ItemState,
                                       MigrationItem, MigrationJob, MigrationStatus, utcnow)
 from adapters.registry.repository import Repository
@@ -32,10 +33,8 @@ class MigrationRepository(Repository):
                    thresholds: dict, selection: dict | None, skipped: list[dict]) -> MigrationJob:
         """One transaction: refuse adapters another active job holds, then write job and items."""
         with self.session() as s:
-            busy = s.execute(select(Adapter.name, Adapter.version, MigrationJob.id).select_from(MigrationItem)
-                             .join(MigrationJob).join(Adapter)
-                             .where(MigrationJob.status.in_(ACTIVE_MIGRATION_STATES),
-                                    MigrationItem.adapter_id.in_(adapter_ids))).first()
+            serialize_on(s, "migration-jobs")  # two jobs created at once cannot both take an adapter
+            busy = self._busy_item(s, adapter_ids)
             if busy is not None:
                 name, version, job_id = busy
                 raise ConflictError(f"adapter {name}@{version} is already in migration job {job_id}, which has not "
@@ -49,6 +48,14 @@ class MigrationRepository(Repository):
             s.flush()
             job_id = job.id
         return self.get_job(job_id)
+
+    @staticmethod
+    def _busy_item(s: Session, adapter_ids: list[int]):
+        """(name, version, job id) of one of these adapters that an active job holds, or None."""
+        return s.execute(select(Adapter.name, Adapter.version, MigrationJob.id).select_from(MigrationItem)
+                         .join(MigrationJob).join(Adapter)
+                         .where(MigrationJob.status.in_(ACTIVE_MIGRATION_STATES),
+                                MigrationItem.adapter_id.in_(adapter_ids))).first()
 
     def get_job(self, job_id: str) -> MigrationJob:
         with self.session() as s:

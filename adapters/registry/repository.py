@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session, joinedload, sessionmaker
 from adapters.registry.models import Adapter, AdapterStatus, ApiKey, BaseModel, BaseVersion, Tenant, utcnow
 from adapters.errors import ConflictError, InvalidRequestError, NotFoundError
 from adapters.registry.adapter_lifecycle import check_transition
+from adapters.registry.adapter_quota import AdapterQuota
+from adapters.registry.database import serialize_on
 from adapters.registry.api_keys import display_prefix, hash_api_key, new_api_key
 
 # ASCII only, matched whole (fullmatch: a "$" would let a trailing newline through).
@@ -181,11 +183,17 @@ class Registry(Repository):
         return [v for v in versions if v is latest[v.base_model_id] or v.id in in_use]
 
     # --- adapters ---------------------------------------------------------------------
-    def add_adapter(self, tenant: Tenant, name: str, base_version: BaseVersion, **fields) -> Adapter:
+    def add_adapter(self, tenant: Tenant, name: str, base_version: BaseVersion, *,
+                    quota: AdapterQuota | None = None, **fields) -> Adapter:
+        """``quota`` is checked in the inserting transaction, under the tenant's lock: two uploads
+        at once cannot both take the last place (a check before storing only fails fast)."""
         check_name("adapter", name)
         for _ in range(3):  # two writers racing for the same next version: retry
             try:
                 with self.session() as s:
+                    if quota is not None:
+                        serialize_on(s, f"tenant-usage:{tenant.id}")
+                        quota.check(tenant, *self._usage(s, tenant.id), fields.get("size_bytes", 0))
                     latest = s.scalar(select(func.max(Adapter.version))
                                       .where(Adapter.tenant_id == tenant.id, Adapter.name == name)) or 0
                     row = Adapter(tenant_id=tenant.id, name=name, version=latest + 1,
@@ -255,11 +263,15 @@ class Registry(Repository):
     def tenant_usage(self, tenant_id: int) -> tuple[int, int]:
         """(adapter versions, bytes) a tenant holds, rejected and deleted ones not counted."""
         with self.session() as s:
-            count, size = s.execute(
-                select(func.count(Adapter.id), func.coalesce(func.sum(Adapter.size_bytes), 0)).where(
-                    Adapter.tenant_id == tenant_id,
-                    Adapter.status.not_in([AdapterStatus.deleted, AdapterStatus.rejected]))).one()
-            return int(count), int(size)
+            return self._usage(s, tenant_id)
+
+    @staticmethod
+    def _usage(s: Session, tenant_id: int) -> tuple[int, int]:
+        count, size = s.execute(
+            select(func.count(Adapter.id), func.coalesce(func.sum(Adapter.size_bytes), 0)).where(
+                Adapter.tenant_id == tenant_id,
+                Adapter.status.not_in([AdapterStatus.deleted, AdapterStatus.rejected]))).one()
+        return int(count), int(size)
 
     def mark_deleted(self, tenant_id: int, name: str, version: int | None) -> list[Adapter]:
         with self.session() as s:
