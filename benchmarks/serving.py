@@ -257,6 +257,8 @@ def main() -> None:
     parser.add_argument("--kernels", nargs="+", choices=KERNELS, default=list(KERNELS))
     parser.add_argument("--latency-pairs", type=int, default=100, help="interleaved requests for added latency")
     parser.add_argument("--skip-gateway", action="store_true", help="part 1 only")
+    parser.add_argument("--gateway-only", action="store_true",
+                        help="part 2 only (plus the LoRA-disabled reference); use with --out to keep part 1's file")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving.json")
     args = parser.parse_args()
@@ -276,8 +278,9 @@ def main() -> None:
     # LoRA disabled before and after the LoRA rows: its drift over the run shows the machine's noise.
     print("[engine] LoRA disabled ...", flush=True)
     disabled = [measure_plain_worker(base_dir, args, run_dir)]
-    results["engine_rows"] += engine_grid(base_dir, args, run_dir, ks, over)
-    results["engine_rows"] += max_loras_sweep(base_dir, args, run_dir)
+    if not args.gateway_only:
+        results["engine_rows"] += engine_grid(base_dir, args, run_dir, ks, over)
+        results["engine_rows"] += max_loras_sweep(base_dir, args, run_dir)
     print("[engine] LoRA disabled, again ...", flush=True)
     disabled.append(measure_plain_worker(base_dir, args, run_dir))
     results["disabled"] = [row("disabled", "disabled", 0, [d]) for d in disabled]

@@ -41,13 +41,13 @@ class GatewayMetrics:
                               buckets=LATENCY_BUCKETS, registry=r)
         self.latency = Histogram("peftserve_request_latency_seconds", "End-to-end request latency", labels,
                                  buckets=LATENCY_BUCKETS, registry=r)
-        self.adapter_loads = Counter("peftserve_adapter_loads_total", "Adapter loads into a worker", ("worker",),
-                                     registry=r)
-        self.adapter_evictions = Counter("peftserve_adapter_evictions_total", "Adapters unloaded to free a slot",
-                                         ("worker",), registry=r)
+        self.adapter_loads = Counter("peftserve_adapter_loads_total", "Adapters registered on a worker by this gateway",
+                                     ("worker",), registry=r)
         self.adapter_load_seconds = Histogram("peftserve_adapter_load_seconds", "Adapter load latency", ("worker",),
                                               buckets=LATENCY_BUCKETS, registry=r)
-        self.resident_adapters = Gauge("peftserve_resident_adapters", "Adapters loaded per worker", ("worker",),
+        # vLLM keeps the most recently used --max-cpu-loras of them in memory and evicts the rest
+        # itself (its own vllm:* metrics show that); this gateway never unloads one to make room.
+        self.resident_adapters = Gauge("peftserve_resident_adapters", "Adapters registered per worker", ("worker",),
                                        registry=r)
         self.worker_up = Gauge("peftserve_worker_up", "1 when the worker answers its health check", ("worker",),
                                registry=r)

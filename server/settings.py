@@ -115,7 +115,9 @@ class Settings(BaseSettings):
     """Key for ``/admin/``; when unset, one is generated on first start into ``<data_dir>/admin.key``."""
 
     max_resident_adapters: int = Field(default=8, ge=1)
-    """Adapters kept loaded per worker; the least recently used idle one is unloaded beyond this."""
+    """Adapters each worker keeps in memory (vLLM ``--max-cpu-loras``). More may be registered on a
+    worker: vLLM evicts the least recently used from memory itself and loads one again from its
+    folder when a request needs it. The gateway never unloads an adapter to make room."""
 
     max_lora_rank: int = Field(default=16, ge=1)
     """Largest LoRA rank accepted at registration and configured on the workers."""
@@ -176,9 +178,6 @@ class Settings(BaseSettings):
 
     request_timeout_s: float = 600.0
     """Upper bound on one proxied completion request to a worker."""
-
-    adapter_slot_wait_s: float = 60.0
-    """How long a request waits for a residency slot when every resident adapter is busy."""
 
     lookup_cache_ttl_s: float = Field(default=2.0, ge=0.0)
     """How long API-key and model-name lookups are cached per gateway (changes made through this

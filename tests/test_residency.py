@@ -1,13 +1,11 @@
 """The residency bookkeeping in isolation (a recording fake worker client; the real worker is
-exercised by test_serving.py): one load per cold adapter, no use before the load finished,
-busy adapters never evicted, LRU order otherwise."""
+exercised by test_serving.py and test_fleet.py): one registration per cold adapter, no use
+before it finished, no unloading to make room, a stale entry re-registered on the next use,
+unloading only on deletion after the requests in flight."""
 
 import asyncio
 
-import pytest
-
 from server.engine.residency import AdapterResidency
-from adapters.errors import WorkerUnavailableError
 from server.metrics import GatewayMetrics
 
 
@@ -30,12 +28,12 @@ async def _path():
     return "/dev/null"
 
 
-def make(slots=2, wait_s=0.3):
+def make():
     worker = RecordingWorker()
-    return worker, AdapterResidency("w", worker, slots=slots, slot_wait_s=wait_s, metrics=GatewayMetrics(10))
+    return worker, AdapterResidency("w", worker, metrics=GatewayMetrics(10))
 
 
-async def test_concurrent_first_uses_load_once_and_only_use_a_loaded_adapter():
+async def test_concurrent_first_uses_register_once_and_only_use_a_registered_adapter():
     worker, residency = make()
 
     async def request():
@@ -46,24 +44,41 @@ async def test_concurrent_first_uses_load_once_and_only_use_a_loaded_adapter():
     assert worker.calls == [("load", "a")]
 
 
-async def test_lru_eviction_skips_busy_adapters():
-    worker, residency = make(slots=2)
-    async with residency.use("a", _path):  # "a" stays busy throughout
-        async with residency.use("b", _path):
+async def test_many_adapters_are_never_unloaded_to_make_room():
+    """vLLM's own LRU keeps memory bounded; two gateways sharing a worker each registering
+    their adapters must not unload the other's."""
+    worker, residency = make()
+    for name in [f"a{i}" for i in range(20)] * 2:
+        async with residency.use(name, _path):
             pass
-        async with residency.use("c", _path):  # evicts idle "b", not the older but busy "a"
-            pass
-    assert ("unload", "b") in worker.calls and ("unload", "a") not in worker.calls
-    assert residency.resident == ["a", "c"]
+    assert [c for c in worker.calls if c[0] == "unload"] == []
+    assert len([c for c in worker.calls if c[0] == "load"]) == 20
 
 
-async def test_all_slots_busy_waits_then_fails_clearly():
-    worker, residency = make(slots=1, wait_s=0.2)
+async def test_a_stale_entry_is_registered_again_even_while_in_use():
+    """The worker answered 404 (it restarted, or another gateway deleted the adapter) while a
+    request still holds it: the next request registers it again instead of failing on it."""
+    worker, residency = make()
     async with residency.use("a", _path):
-        with pytest.raises(WorkerUnavailableError) as e:
-            async with residency.use("b", _path):
-                pass
-    assert e.value.code == "adapter_slots_busy"
+        worker.loaded.clear()  # the worker lost it
+        residency.forget("a")
+        async with residency.use("a", _path):
+            assert "a" in worker.loaded
+    assert worker.calls == [("load", "a"), ("load", "a")]
+    async with residency.use("a", _path):
+        pass
+    assert len(worker.calls) == 2  # registered again once, then the fast path
+
+
+async def test_a_worker_restart_with_requests_in_flight_keeps_counts_balanced():
+    worker, residency = make()
+    async with residency.use("a", _path):
+        assert residency.reset(generation=1)  # the worker restarted under the request
+        worker.loaded.clear()
+    assert residency.resident == []
+    async with residency.use("a", _path):  # registered on the new worker process
+        pass
+    assert residency.resident == ["a"] and worker.calls == [("load", "a"), ("load", "a")]
 
 
 async def test_remove_waits_for_requests_in_flight():
@@ -80,4 +95,4 @@ async def test_remove_waits_for_requests_in_flight():
     await residency.remove("a", wait_s=5)
     order.append("removed")
     await task
-    assert order == ["request done", "removed"] and "a" not in worker.loaded
+    assert order == ["request done", "removed"] and "a" not in worker.loaded and residency.resident == []

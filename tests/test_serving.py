@@ -106,12 +106,14 @@ def test_bad_requests_get_openai_errors(gateway, two_tenants):
 
 
 def test_twelve_adapters_through_three_slots(gateway, lora_factory):
+    """vLLM holds 3 in memory (--max-cpu-loras) and evicts itself; every answer is still that
+    adapter's own, and the gateway never unloads one to make room."""
     folders = {f"task-{i}": lora_factory(100 + i) for i in range(12)}
     for name, folder in folders.items():
         assert gateway.add_adapter("gamma", name, folder).status_code == 201
     expected = {name: direct_text(gateway, folder) for name, folder in folders.items()}
     assert len(set(expected.values())) == 12
-    evictions_before = metric_sum(gateway.url, "peftserve_adapter_evictions_total")
+    loads_before = metric_sum(gateway.url, "peftserve_adapter_loads_total")
 
     key = gateway.tenant_key("gamma")
     order = list(folders) * 2
@@ -122,23 +124,27 @@ def test_twelve_adapters_through_three_slots(gateway, lora_factory):
         assert resp.status_code == 200, resp.text
         assert resp.json()["choices"][0]["text"] == expected[name], name
 
-    assert metric_sum(gateway.url, "peftserve_adapter_evictions_total") > evictions_before
-    assert metric_sum(gateway.url, "peftserve_resident_adapters") <= 3
-    assert len(gateway.worker()["resident_adapters"]) <= 3
+    assert metric_sum(gateway.url, "peftserve_adapter_loads_total") == loads_before  # registered by the uploads
+    with httpx.Client(base_url=gateway.worker()["url"], headers=WORKER_HEADERS, timeout=30) as w:
+        registered = {m["id"] for m in w.get("/v1/models").json()["data"] if m.get("parent")}
+    assert len(registered) >= 12  # all still registered: none was unloaded to make room
 
 
-def test_concurrent_first_requests_load_once(gateway, lora_factory):
+def test_an_adapter_the_worker_lost_is_registered_again(gateway, lora_factory):
+    """Another gateway sharing the worker deleted it, or the worker restarted: concurrent
+    requests all succeed (the first 404 marks it stale, the next use registers it again)."""
     assert gateway.add_adapter("delta", "cold", lora_factory(7)).status_code == 201
     key = gateway.tenant_key("delta")
-    for i in range(3):  # the upload's live check left "cold" resident: push it out of the 3 slots
-        assert gateway.add_adapter("delta", f"filler-{i}", lora_factory(200 + i)).status_code == 201
-        assert complete(gateway, key, f"filler-{i}").status_code == 200
+    expected = complete(gateway, key, "cold").json()["choices"][0]["text"]
+    lora_name = next(a.lora_name for a in gateway.app.state.services.registry.list_adapters() if a.name == "cold")
+    with httpx.Client(base_url=gateway.worker()["url"], headers=WORKER_HEADERS, timeout=30) as w:
+        assert w.post("/v1/unload_lora_adapter", json={"lora_name": lora_name}).status_code == 200
     loads_before = metric_sum(gateway.url, "peftserve_adapter_loads_total")
     with ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda _: complete(gateway, key, "cold"), range(8)))
-    assert all(r.status_code == 200 for r in responses)
-    assert len({r.json()["choices"][0]["text"] for r in responses}) == 1
-    assert metric_sum(gateway.url, "peftserve_adapter_loads_total") == loads_before + 1
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    assert {r.json()["choices"][0]["text"] for r in responses} == {expected}
+    assert metric_sum(gateway.url, "peftserve_adapter_loads_total") >= loads_before + 1
 
 
 def test_openai_client_streaming_and_not(gateway, two_tenants):

@@ -103,8 +103,7 @@ class WorkerPool:
                        for i in range(self.settings.workers_per_base)]
         group = []
         for worker in workers:
-            residency = AdapterResidency(worker.name, worker.client, slots=self.settings.max_resident_adapters,
-                                         slot_wait_s=self.settings.adapter_slot_wait_s, metrics=self.metrics)
+            residency = AdapterResidency(worker.name, worker.client, metrics=self.metrics)
             group.append(WorkerSlot(worker.name, ref, worker, residency))
             worker.start()
         self._groups[ref] = group
