@@ -61,6 +61,9 @@ class LiveCheck:
             with slot.request():
                 async with slot.residency.use(adapter.lora_name, path):
                     resp = await slot.worker.client.post("/v1/completions", {"model": adapter.lora_name, **PROBE})
+            if resp.status_code == 404:  # the worker lost it (restarted, or a delete elsewhere): not its fault
+                slot.residency.forget(adapter.lora_name)
+                raise AdapterLoadError("the worker no longer knew the adapter during the check", status_code=None)
             if resp.status_code != 200 or not resp.json()["usage"]["completion_tokens"]:
                 raise AdapterLoadError(f"generation failed: {resp.status_code} {resp.text[:300]}",
                                        status_code=resp.status_code)

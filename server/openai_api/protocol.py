@@ -34,7 +34,7 @@ class StreamOptions(BaseModel):
     continuous_usage_stats: bool | None = None
 
 
-class _GenerationRequest(BaseModel):
+class GenerationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="before")
@@ -90,7 +90,7 @@ class _GenerationRequest(BaseModel):
         return self.max_tokens
 
 
-class CompletionRequest(_GenerationRequest):
+class CompletionRequest(GenerationRequest):
     prompt: str | list[str] | list[TokenId] | list[list[TokenId]] = Field(
         description="Text, a list of texts, token ids, or a list of token-id lists (each a separate prompt)")
     logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
@@ -102,7 +102,7 @@ class CompletionRequest(_GenerationRequest):
         return 1
 
 
-class ChatCompletionRequest(_GenerationRequest):
+class ChatCompletionRequest(GenerationRequest):
     messages: list[dict[str, Any]] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool | None = None

@@ -4,7 +4,7 @@ import threading
 from dataclasses import dataclass
 
 from adapters.errors import InvalidRequestError, RateLimitError
-from server.openai_api.protocol import _GenerationRequest
+from server.openai_api.protocol import GenerationRequest
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,7 @@ class RequestLimits:
     """prompts x n x max_tokens, with an unset max_tokens counted as the worker's context length."""
     context_tokens: int
 
-    def check(self, request: _GenerationRequest) -> None:
+    def check(self, request: GenerationRequest) -> None:
         choices = request.prompt_count * request.n
         if choices > self.max_choices:
             raise InvalidRequestError(f"this request asks for {choices} completions (prompts x n); at most "

@@ -20,7 +20,7 @@ from adapters.errors import (PeftServeError, WorkerRequestError, WorkerRetiredEr
                              WorkerUnreachableError)
 from server.metrics import GatewayMetrics
 from server.openai_api.model_resolution import Target, resolve_model
-from server.openai_api.protocol import _GenerationRequest
+from server.openai_api.protocol import GenerationRequest
 from server.openai_api.request_limits import RequestLimits, TenantConcurrency
 from server.ttl_cache import TtlCache
 
@@ -80,7 +80,7 @@ class OpenAIServing:
     def _is_served(self, base_ref: str) -> bool:
         return self.pool.is_ready(base_ref)
 
-    async def generate(self, tenant: Tenant, endpoint: str, request: _GenerationRequest):
+    async def generate(self, tenant: Tenant, endpoint: str, request: GenerationRequest):
         self.limits.check(request)
         release = self.concurrency.acquire(tenant.id)
         try:
