@@ -109,7 +109,7 @@ class Settings(BaseSettings):
 
     worker_api_key: str | None = None
     """Key the gateway presents to workers (vLLM's ``VLLM_API_KEY``). Workers the gateway starts get
-    this one, or a fresh random key per start when unset; external workers need it set."""
+    this one, or a random key of their own when unset; external workers need it set."""
 
     admin_key: str | None = None
     """Key for ``/admin/``; when unset, one is generated on first start into ``<data_dir>/admin.key``."""
