@@ -47,6 +47,12 @@ class SecondGateway:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
+    def kill_gateway_only(self) -> None:
+        """SIGKILL the gateway process alone, as the kernel's OOM killer would: its children must
+        notice by themselves."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
     def stop(self) -> None:
         os.killpg(self.proc.pid, signal.SIGTERM)
         self.proc.wait(30)

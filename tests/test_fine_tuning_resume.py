@@ -3,11 +3,26 @@ and finishes with a servable adapter (second gateway process, sharing the sessio
 
 import json
 import time
+from pathlib import Path
 
 import httpx
 
 from tests.second_gateway import second_gateway
 from tests.test_trans_peft import reverse_task
+
+
+def training_processes(data_dir: Path) -> list[int]:
+    """Pids of training processes (spawned by multiprocessing) of the gateway using ``data_dir``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if b"multiprocessing" in cmdline and f"PEFTSERVE_DATA_DIR={data_dir}".encode() in environ.split(b"\0"):
+            found.append(int(proc.name))
+    return found
 
 
 def test_job_killed_mid_run_resumes(gateway, tiny_base_dir, tmp_path):
@@ -29,7 +44,12 @@ def test_job_killed_mid_run_resumes(gateway, tiny_base_dir, tmp_path):
     while not any(e["data"]["step"] >= 10 for e in step_events()):
         assert time.monotonic() < deadline, "training made no progress"
         time.sleep(0.2)
-    server.kill()
+    assert training_processes(data_dir), "training does not run in a process of its own"
+    server.kill_gateway_only()
+    deadline = time.monotonic() + 30  # the orphan would go on writing this job's checkpoints
+    while training_processes(data_dir):
+        assert time.monotonic() < deadline, "the training process outlived its gateway"
+        time.sleep(0.2)
     checkpoint = json.loads((data_dir / "fine_tuning" / job_id / "checkpoint" / "state.json").read_text())
     assert 5 <= checkpoint["step"] < 150
 

@@ -11,18 +11,19 @@ import shutil
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from adapters.registration import AdapterSubmission
 from adapters.registry.fine_tuning_repository import FineTuningRepository
 from adapters.registry.job_leases import GroupCap, JobLeases
 from adapters.registry.models import FineTuningJob, JobStatus, utcnow
-from adapters.training.run import prepare, run_training
 from adapters.training.trainer import TrainingCancelled
 from adapters.training.config import TrainingConfig
 from server.adapters_api.service import AdapterService
 from adapters.errors import PeftServeError
 from server.fine_tuning.service import FineTuningService
+from server.fine_tuning.training_process import train_in_process
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ class FineTuningRunner:
         self.event_every_s = event_every_s
         self._running: dict[str, asyncio.Task] = {}
         self._loop_task: asyncio.Task | None = None
+        # One thread per running job relays its training process (never the default executor,
+        # which every database call of the gateway shares).
+        self._relays = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="training-relay")
 
     async def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop(), name="fine-tuning runner")
@@ -56,6 +60,7 @@ class FineTuningRunner:
             self._loop_task.cancel()
         for task in self._running.values():
             task.cancel()
+        self._relays.shutdown(wait=False)  # cancelled jobs' processes stop at their next step
 
     async def _loop(self) -> None:
         while True:
@@ -97,7 +102,7 @@ class FineTuningRunner:
         await asyncio.to_thread(repo.add_event, job.id, "Training started")
         cancel = threading.Event()
         try:
-            result = await asyncio.to_thread(self._train, job, cancel, lost)
+            result = await asyncio.get_running_loop().run_in_executor(self._relays, self._train, job, cancel, lost)
             await self._register(job, result)
         except asyncio.CancelledError:  # server shutting down: the job resumes when claimed again
             cancel.set()
@@ -125,7 +130,6 @@ class FineTuningRunner:
         training = self.service.read_file(job.tenant_id, job.training_file, "training_file")
         validation = (self.service.read_file(job.tenant_id, job.validation_file, "validation_file")
                       if job.validation_file else None)
-        data = prepare(base_dir, training, validation, config)
         last_event = [0.0]
 
         def on_progress(p) -> None:
@@ -141,9 +145,10 @@ class FineTuningRunner:
                     cancel.set()
 
         work_dir = self.service.work_root / job.id
-        result = run_training(base_dir, data, config, work_dir, on_progress=on_progress, cancel=cancel)
-        tokens = sum(len(e.input_ids) for e in data.train) * config.n_epochs
-        return result, tokens
+        # Parsing, tokenizing and training run in a child process (training_process.py); this
+        # thread, one of the runner's own, relays progress and cancellation.
+        return train_in_process(base_dir, training, validation, config, work_dir, on_progress=on_progress,
+                                cancel=cancel)
 
     async def _register(self, job: FineTuningJob, trained) -> None:
         result, tokens = trained
