@@ -81,3 +81,66 @@ def test_the_lifecycle_table():
             check_transition((S.deleted,), to)
     with pytest.raises(ValueError):
         check_transition((S.ready,), S.validating)
+
+
+def test_a_pending_check_is_claimed_by_one_gateway(gateway, lora_factory):
+    """Gateways finishing pending checks in the background claim each one (received ->
+    validating); a second claim fails until the first is stale (its gateway died mid-check)."""
+    from datetime import timedelta
+
+    from adapters.registry.models import utcnow
+
+    registry = gateway.app.state.services.registry
+    assert gateway.add_adapter("lifecycle", "pending", lora_factory(43)).status_code == 201
+    row = next(a for a in registry.list_adapters() if a.name == "pending")
+    registry.transition(row.id, S.deleted, expect=(S.ready,))  # a stand-in row: reuse it as pending
+    with registry.session() as s:
+        from sqlalchemy import update
+
+        from adapters.registry.models import Adapter
+        s.execute(update(Adapter).where(Adapter.id == row.id).values(status=S.received))
+    now = utcnow()
+    assert registry.claim_check(row.id, stale_before=now - timedelta(seconds=300)).status == S.validating
+    assert registry.claim_check(row.id, stale_before=now - timedelta(seconds=300)) is None  # taken
+    assert registry.claim_check(row.id, stale_before=utcnow() + timedelta(seconds=1)) is not None  # stale
+    registry.transition(row.id, S.deleted, expect=(S.validating,))
+
+
+def test_concurrent_background_passes_run_each_check_once(gateway, lora_factory):
+    """Two passes over the pending checks at once (as two gateways would): one probe."""
+    import asyncio
+
+    from sqlalchemy import update
+
+    from adapters.registry.models import Adapter
+
+    services = gateway.app.state.services
+    registry = services.registry
+    assert gateway.add_adapter("lifecycle", "twice", lora_factory(44)).status_code == 201
+    row = next(a for a in registry.list_adapters() if a.name == "twice")
+    with registry.session() as s:  # as if its upload had found no worker
+        s.execute(update(Adapter).where(Adapter.id == row.id).values(status=S.received))
+    probes = []
+    client = services.pool.group("tiny@1")[0].worker.client
+    original = client.post
+
+    async def counting(path, body):
+        if body.get("model") == row.lora_name and body.get("prompt") == PROBE["prompt"]:
+            probes.append(1)
+            await asyncio.sleep(0.3)  # both passes are under way at once
+        return await original(path, body)
+
+    client.post = counting
+    try:
+        gateway_loop = gateway.server.servers[0].get_loop()  # the gateway runs in its own thread
+        asyncio.run_coroutine_threadsafe(_two_passes(services.adapters.live_check), gateway_loop).result(120)
+    finally:
+        client.post = original
+    assert len(probes) == 1
+    assert registry.get_adapter(row.id).status == S.ready
+
+
+async def _two_passes(live_check):
+    import asyncio
+
+    await asyncio.gather(live_check._finish_pending(), live_check._finish_pending())

@@ -1,6 +1,7 @@
 """Queries and writes on the registry; the only module that builds SQL for the rest of the code."""
 
 import re
+from datetime import datetime
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -254,6 +255,17 @@ class Registry(Repository):
         with self.session() as s:
             changed = s.execute(update(Adapter).where(Adapter.id == adapter_id, Adapter.status.in_(expect))
                                 .values(status=to, status_reason=reason)).rowcount
+        return self.get_adapter(adapter_id) if changed == 1 else None
+
+    def claim_check(self, adapter_id: int, stale_before: datetime) -> Adapter | None:
+        """Take a pending live check: ``received``, or ``validating`` by a gateway that has not
+        touched it since ``stale_before`` (it died mid-check). One gateway wins each claim."""
+        with self.session() as s:
+            changed = s.execute(update(Adapter).where(
+                Adapter.id == adapter_id,
+                (Adapter.status == AdapterStatus.received)
+                | ((Adapter.status == AdapterStatus.validating) & (Adapter.updated_at < stale_before)))
+                .values(status=AdapterStatus.validating, status_reason=None, updated_at=utcnow())).rowcount
         return self.get_adapter(adapter_id) if changed == 1 else None
 
     def get_adapter(self, adapter_id: int) -> Adapter:

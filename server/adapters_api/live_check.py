@@ -4,9 +4,10 @@ picked up again in the background until it can."""
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from adapters.registration import AdapterRegistration
-from adapters.registry.models import Adapter, AdapterStatus
+from adapters.registry.models import Adapter, AdapterStatus, utcnow
 from adapters.registry.repository import Registry
 from adapters.storage.materialize import AdapterMaterializer
 from server.engine.pool import WorkerPool
@@ -18,7 +19,10 @@ log = logging.getLogger(__name__)
 PROBE = {"prompt": "Hello", "max_tokens": 4, "temperature": 0}
 PENDING = (AdapterStatus.received, AdapterStatus.validating)  # a check may (re)start from these
 REMOVE_WAIT_S = 60.0
-MAX_INTERNAL_FAILURES = 5  # worker failures (5xx, no answer) while checking one adapter before giving up
+MAX_INTERNAL_FAILURES = 5
+# A pending check is claimed by moving it to validating; one untouched this long (its gateway
+# died mid-check) may be claimed again. Longer than a check takes once a worker is ready.
+CHECK_LEASE_S = 300.0  # worker failures (5xx, no answer) while checking one adapter before giving up
 
 
 class LiveCheck:
@@ -115,9 +119,16 @@ class LiveCheck:
                        if self._internal_failures.get(a.id, 0) < MAX_INTERNAL_FAILURES]
             if not pending:
                 return
+            stale_before = utcnow() - timedelta(seconds=CHECK_LEASE_S)
             for adapter in pending:
+                self.pool.ensure(adapter.base_version)  # starts its workers if none serve it yet
+                if not self.pool.is_ready(adapter.base_version.ref):
+                    continue  # claim only what can run now: a claim is a lease of CHECK_LEASE_S
+                claimed = await asyncio.to_thread(self.registry.claim_check, adapter.id, stale_before)
+                if claimed is None:
+                    continue  # another gateway (or this one's upload request) is checking it
                 try:
-                    await self.run(adapter)
+                    await self.run(claimed)
                 except WorkerUnavailableError:
                     pass
                 except Exception:  # one broken adapter must not stop the others' checks
