@@ -94,7 +94,8 @@ def build_services(settings: Settings) -> Services:
     lifecycle = BlobLifecycle(blobs, BlobReferences(sessions), grace_s=settings.blob_grace_s)
     registration = AdapterRegistration(registry, lifecycle, max_rank=settings.max_lora_rank,
                                        served_targets=served_targets, quota=quota)
-    live_check = LiveCheck(registry, pool, materializer, registration, settings.worker_startup_timeout_s)
+    live_check = LiveCheck(registry, pool, materializer, registration, settings.worker_startup_timeout_s,
+                           lease_s=settings.live_check_lease_s)
     limits = RequestLimits(max_choices=settings.request_max_choices,
                            max_generated_tokens=settings.request_max_generated_tokens,
                            context_tokens=settings.worker_max_model_len)

@@ -229,6 +229,10 @@ class Settings(BaseSettings):
     live_check_timeout_s: float = 120.0
     """How long an upload waits for the live check before answering 202 and finishing it later."""
 
+    live_check_lease_s: float = Field(default=300.0, gt=0)
+    """A live check left ``validating`` this long (its gateway died mid-check) is taken over by a
+    background pass of any gateway. Longer than a check takes once a worker is ready."""
+
     reconcile_interval_s: float = Field(default=15.0, gt=0)
     """How often a gateway re-reads which base versions are served (other gateways may have
     migrated adapters or imported versions) to start and retire its workers."""

@@ -19,21 +19,19 @@ log = logging.getLogger(__name__)
 PROBE = {"prompt": "Hello", "max_tokens": 4, "temperature": 0}
 PENDING = (AdapterStatus.received, AdapterStatus.validating)  # a check may (re)start from these
 REMOVE_WAIT_S = 60.0
-MAX_INTERNAL_FAILURES = 5
-# A pending check is claimed by moving it to validating; one untouched this long (its gateway
-# died mid-check) may be claimed again. Longer than a check takes once a worker is ready.
-CHECK_LEASE_S = 300.0  # worker failures (5xx, no answer) while checking one adapter before giving up
+MAX_INTERNAL_FAILURES = 5  # worker failures (5xx, no answer) while checking one adapter before giving up
 
 
 class LiveCheck:
     def __init__(self, registry: Registry, pool: WorkerPool, materializer: AdapterMaterializer,
-                 registration: AdapterRegistration, startup_timeout_s: float):
+                 registration: AdapterRegistration, startup_timeout_s: float, *, lease_s: float = 300.0):
         self.registry = registry
         self.startup_timeout_s = startup_timeout_s
         self.pool = pool
         self.materializer = materializer
         self.registration = registration
         self._pending: asyncio.Task | None = None
+        self.lease_s = lease_s  # a check untouched this long may be claimed again
         self._internal_failures: dict[int, int] = {}  # adapter id -> worker failures while checking it
 
     async def run(self, adapter: Adapter) -> Adapter:
@@ -119,11 +117,11 @@ class LiveCheck:
                        if self._internal_failures.get(a.id, 0) < MAX_INTERNAL_FAILURES]
             if not pending:
                 return
-            stale_before = utcnow() - timedelta(seconds=CHECK_LEASE_S)
+            stale_before = utcnow() - timedelta(seconds=self.lease_s)
             for adapter in pending:
                 self.pool.ensure(adapter.base_version)  # starts its workers if none serve it yet
                 if not self.pool.is_ready(adapter.base_version.ref):
-                    continue  # claim only what can run now: a claim is a lease of CHECK_LEASE_S
+                    continue  # claim only what can run now: a claim is a lease of lease_s
                 claimed = await asyncio.to_thread(self.registry.claim_check, adapter.id, stale_before)
                 if claimed is None:
                     continue  # another gateway (or this one's upload request) is checking it
