@@ -18,7 +18,8 @@ serve: install
 
 # The API-level tests run a second time with every gateway's registry on PostgreSQL.
 POSTGRES_API_TESTS ?= tests/test_serving.py tests/test_uploads.py tests/test_adapter_validation.py \
-	tests/test_fine_tuning_api.py tests/test_migration.py
+	tests/test_fine_tuning_api.py tests/test_migration.py tests/test_live_check_crash.py \
+	tests/test_fine_tuning_resume.py tests/test_upload_crash.py
 
 test: install test-services
 	$(VENV)/bin/python -m pytest -q -rs $(PYTEST_ARGS)

@@ -138,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not services.pool.groups:
             log.warning("no base model is registered: run `peftserve base import` first")
         services.adapters.live_check.schedule_pending()  # checks a crash or restart interrupted
+        pending_checks = asyncio.create_task(services.adapters.live_check.keep_finishing(settings.reconcile_interval_s))
         await services.fine_tuning_runner.start()
         await services.migration_runner.start()
         reconciling = asyncio.create_task(services.served.keep_reconciled(settings.reconcile_interval_s))
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweeping = asyncio.create_task(keep_sweeping(services.registration.lifecycle, settings.blob_sweep_interval_s))
         yield
         sweeping.cancel()
+        pending_checks.cancel()
         if metrics_server is not None:
             metrics_server.shutdown()
         reconciling.cancel()

@@ -105,6 +105,12 @@ class LiveCheck:
             self.schedule_pending()
         raise WorkerUnavailableError("the worker failed while checking this adapter; it is checked again shortly")
 
+    async def keep_finishing(self, interval_s: float) -> None:
+        """Now and then look for pending checks (another gateway may have died holding some)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            self.schedule_pending()
+
     def schedule_pending(self) -> None:
         """Finish checks that could not run, once their workers are up (idempotent)."""
         if self._pending is None or self._pending.done():
