@@ -277,7 +277,8 @@ def test_a_job_killed_midway_resumes_to_the_same_result(upgrade, gateway, tiny_b
     assert expected["noop"] == ("done", "kept_on_old", "tiny@1")
     assert all(expected[n] == ("done", "migrated", "tiny@2") for n in loras)
 
-    # The same in a gateway process that is killed in the middle of the job.
+    # The same in a gateway process that is killed in the middle of the job; another gateway on
+    # the same registry and blob store, running all along, takes the job over when its lease ends.
     urls = {w["base_version"]: w["url"] for w in upgrade.admin().get("/admin/workers").json()}
     data = tmp_path / "killed"
     data.mkdir()
@@ -289,6 +290,11 @@ def test_a_job_killed_midway_resumes_to_the_same_result(upgrade, gateway, tiny_b
            "PEFTSERVE_MIGRATION_EVAL_MAX_TOKENS": str(EVAL_TOKENS), "PEFTSERVE_JOB_LEASE_S": str(JOB_LEASE_S)}
     server = SecondGateway(env, f"http://127.0.0.1:{port}", data)
     server.start()
+    other_port = free_port()
+    other = SecondGateway({**env, "PEFTSERVE_DATA_DIR": str(tmp_path / "other"), "PEFTSERVE_PORT": str(other_port),
+                           "PEFTSERVE_BLOB_DIR": str(data / "blobs")}, f"http://127.0.0.1:{other_port}",
+                          tmp_path / "other")
+    other.start()
     api = AdminApi(server.url, ADMIN_KEY)
     try:
         add_all(api, "k")
@@ -300,7 +306,7 @@ def test_a_job_killed_midway_resumes_to_the_same_result(upgrade, gateway, tiny_b
         os.killpg(server.proc.pid, signal.SIGKILL)
         server.proc.wait()
 
-        server.start()
+        api = AdminApi(other.url, ADMIN_KEY)
         done = api.wait(job["id"])
         assert done["status"] == "succeeded" and outcome(done) == expected, outcome(done)
         with api.client() as admin:
@@ -320,7 +326,9 @@ def test_a_job_killed_midway_resumes_to_the_same_result(upgrade, gateway, tiny_b
             retired = c.post("/v1/completions", json={"model": "tiny@1", "prompt": "Hi", "max_tokens": 2})
             assert retired.status_code == 503 and "not served now" in retired.json()["error"]["message"]
     finally:
-        server.stop()
+        other.stop()
+        if server.proc.poll() is None:
+            server.stop()
 
 
 def test_an_adapter_the_new_worker_refuses_is_incompatible_and_stays(gateway, tiny_base_dir, v2_dir, lora_factory,
