@@ -1,10 +1,11 @@
-"""FastAPI dependencies: the app's services and the caller's identity."""
+"""FastAPI dependencies: each route asks for the services it uses (one dependency per
+service, never the whole set) and for the caller's identity."""
 
 import asyncio
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends, Request
 
@@ -25,8 +26,7 @@ from server.openai_api.serving import OpenAIServing
 from server.settings import Settings
 from server.ttl_cache import TtlCache
 
-if TYPE_CHECKING:  # the runner imports the engine, which imports settings: avoid a cycle at import
-    from migration.upgrade_jobs.runner import MigrationRunner
+from migration.upgrade_jobs.runner import MigrationRunner
 
 
 @dataclass
@@ -45,17 +45,35 @@ class Services:
     served: ServedVersions
     placement: AdapterPlacement
     migrations: MigrationRepository
-    migration_runner: "MigrationRunner"
+    migration_runner: MigrationRunner
     metrics: GatewayMetrics
     admin_key: str
     tenant_cache: TtlCache[str, Tenant]
 
 
 def get_services(request: Request) -> Services:
+    """For the app's own middleware; routes use the per-service dependencies below."""
     return request.app.state.services
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+def _service(name: str):
+    def get(request: Request):
+        return getattr(request.app.state.services, name)
+    get.__name__ = f"get_{name}"
+    return get
+
+
+SettingsDep = Annotated[Settings, Depends(_service("settings"))]
+RegistryDep = Annotated[Registry, Depends(_service("registry"))]
+PoolDep = Annotated[WorkerPool, Depends(_service("pool"))]
+ServingDep = Annotated[OpenAIServing, Depends(_service("serving"))]
+RegistrationDep = Annotated[AdapterRegistration, Depends(_service("registration"))]
+AdaptersDep = Annotated[AdapterService, Depends(_service("adapters"))]
+FineTuningDep = Annotated[FineTuningService, Depends(_service("fine_tuning"))]
+ServedDep = Annotated[ServedVersions, Depends(_service("served"))]
+PlacementDep = Annotated[AdapterPlacement, Depends(_service("placement"))]
+MigrationsDep = Annotated[MigrationRepository, Depends(_service("migrations"))]
+TenantCacheDep = Annotated[TtlCache, Depends(_service("tenant_cache"))]
 
 
 MAX_KEY_CHARS = 256  # our keys are ~50 characters; a megabyte "key" is not looked up
@@ -90,13 +108,13 @@ def check_admin_headers(headers: Mapping[str, str], services: Services) -> None:
         raise AuthenticationError("This endpoint needs the admin key.")
 
 
-async def get_tenant(request: Request, services: ServicesDep) -> Tenant:
+async def get_tenant(request: Request) -> Tenant:
     tenant = getattr(request.state, "tenant", None)  # set by AuthenticateFirst from the same headers
-    return tenant if tenant is not None else await tenant_for_headers(request.headers, services)
+    return tenant if tenant is not None else await tenant_for_headers(request.headers, get_services(request))
 
 
-def require_admin(request: Request, services: ServicesDep) -> None:
-    check_admin_headers(request.headers, services)
+def require_admin(request: Request) -> None:
+    check_admin_headers(request.headers, get_services(request))
 
 
 TenantDep = Annotated[Tenant, Depends(get_tenant)]

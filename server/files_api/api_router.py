@@ -7,7 +7,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from adapters.training.dataset import parse_records
 from server.adapters_api.intake import upload_workspace
-from server.deps import ServicesDep, TenantDep
+from server.deps import FineTuningDep, RegistrationDep, SettingsDep, TenantDep
 from adapters.errors import InvalidRequestError
 from server.files_api.protocol import FileDeleted, FileList, FileObject
 from server.upload_spool import spool_to_disk
@@ -17,36 +17,39 @@ PURPOSES = ("fine-tune",)
 
 
 @router.post("")
-async def upload_file(tenant: TenantDep, services: ServicesDep, file: Annotated[UploadFile, File()],
+async def upload_file(tenant: TenantDep, settings: SettingsDep, registration: RegistrationDep,
+                      fine_tuning: FineTuningDep, file: Annotated[UploadFile, File()],
                       purpose: Annotated[str, Form()]) -> FileObject:
     if purpose not in PURPOSES:
         raise InvalidRequestError(f"purpose {purpose!r} is not supported; accepted: {list(PURPOSES)}",
                                   param="purpose")
-    async with upload_workspace(services.settings) as workspace:
-        path = await spool_to_disk(file, workspace, limit=services.settings.max_upload_bytes)
+    async with upload_workspace(settings) as workspace:
+        path = await spool_to_disk(file, workspace, limit=settings.max_upload_bytes)
         await asyncio.to_thread(parse_records, path.read_bytes(), param=file.filename or "file")
-        row = await asyncio.to_thread(_store, services, tenant.id, file.filename or "upload.jsonl", purpose, path)
+        row = await asyncio.to_thread(_store, registration, fine_tuning, tenant.id, file.filename or "upload.jsonl",
+                                      purpose, path)
     return FileObject.of(row)
 
 
-def _store(services, tenant_id: int, filename: str, purpose: str, path):
-    with services.registration.lifecycle.stored_file(path) as (sha, size):
-        return services.fine_tuning.repo.add_file(tenant_id, filename, purpose, size, sha)
+def _store(registration, fine_tuning, tenant_id: int, filename: str, purpose: str, path):
+    with registration.lifecycle.stored_file(path) as (sha, size):
+        return fine_tuning.repo.add_file(tenant_id, filename, purpose, size, sha)
 
 
 @router.get("")
-async def list_files(tenant: TenantDep, services: ServicesDep) -> FileList:
-    rows = await asyncio.to_thread(services.fine_tuning.repo.list_files, tenant.id)
+async def list_files(tenant: TenantDep, fine_tuning: FineTuningDep) -> FileList:
+    rows = await asyncio.to_thread(fine_tuning.repo.list_files, tenant.id)
     return FileList(data=[FileObject.of(f) for f in rows])
 
 
 @router.get("/{file_id}")
-async def retrieve_file(file_id: str, tenant: TenantDep, services: ServicesDep) -> FileObject:
-    return FileObject.of(await asyncio.to_thread(services.fine_tuning.repo.get_file, tenant.id, file_id))
+async def retrieve_file(file_id: str, tenant: TenantDep, fine_tuning: FineTuningDep) -> FileObject:
+    return FileObject.of(await asyncio.to_thread(fine_tuning.repo.get_file, tenant.id, file_id))
 
 
 @router.delete("/{file_id}")
-async def delete_file(file_id: str, tenant: TenantDep, services: ServicesDep) -> FileDeleted:
-    row = await asyncio.to_thread(services.fine_tuning.repo.delete_file, tenant.id, file_id)
-    await asyncio.to_thread(services.registration.lifecycle.release, [row.sha256])
+async def delete_file(file_id: str, tenant: TenantDep, fine_tuning: FineTuningDep,
+                      registration: RegistrationDep) -> FileDeleted:
+    row = await asyncio.to_thread(fine_tuning.repo.delete_file, tenant.id, file_id)
+    await asyncio.to_thread(registration.lifecycle.release, [row.sha256])
     return FileDeleted(id=row.id)

@@ -4,20 +4,21 @@ import asyncio
 
 from fastapi import APIRouter
 
-from server.deps import ServicesDep, TenantDep
+from server.deps import FineTuningDep, TenantDep
 from server.fine_tuning.protocol import EventList, EventObject, JobCreate, JobList, JobObject
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs")
 
 
 @router.post("")
-async def create_job(request: JobCreate, tenant: TenantDep, services: ServicesDep) -> JobObject:
-    return JobObject.of(await services.fine_tuning.create(tenant, request))
+async def create_job(request: JobCreate, tenant: TenantDep, fine_tuning: FineTuningDep) -> JobObject:
+    return JobObject.of(await fine_tuning.create(tenant, request))
 
 
 @router.get("")
-async def list_jobs(tenant: TenantDep, services: ServicesDep, limit: int = 20, after: str | None = None) -> JobList:
-    jobs = await asyncio.to_thread(services.fine_tuning.repo.list_jobs, tenant.id)
+async def list_jobs(tenant: TenantDep, fine_tuning: FineTuningDep, limit: int = 20,
+                    after: str | None = None) -> JobList:
+    jobs = await asyncio.to_thread(fine_tuning.repo.list_jobs, tenant.id)
     if after is not None:
         ids = [j.id for j in jobs]
         jobs = jobs[ids.index(after) + 1:] if after in ids else []
@@ -25,20 +26,20 @@ async def list_jobs(tenant: TenantDep, services: ServicesDep, limit: int = 20, a
 
 
 @router.get("/{job_id}")
-async def retrieve_job(job_id: str, tenant: TenantDep, services: ServicesDep) -> JobObject:
-    return JobObject.of(await asyncio.to_thread(services.fine_tuning.repo.get_job, job_id, tenant.id))
+async def retrieve_job(job_id: str, tenant: TenantDep, fine_tuning: FineTuningDep) -> JobObject:
+    return JobObject.of(await asyncio.to_thread(fine_tuning.repo.get_job, job_id, tenant.id))
 
 
 @router.post("/{job_id}/cancel")
-async def cancel_job(job_id: str, tenant: TenantDep, services: ServicesDep) -> JobObject:
-    return JobObject.of(await asyncio.to_thread(services.fine_tuning.repo.request_cancel, job_id, tenant.id))
+async def cancel_job(job_id: str, tenant: TenantDep, fine_tuning: FineTuningDep) -> JobObject:
+    return JobObject.of(await asyncio.to_thread(fine_tuning.repo.request_cancel, job_id, tenant.id))
 
 
 @router.get("/{job_id}/events")
-async def list_events(job_id: str, tenant: TenantDep, services: ServicesDep, limit: int = 20,
+async def list_events(job_id: str, tenant: TenantDep, fine_tuning: FineTuningDep, limit: int = 20,
                       after: str | None = None) -> EventList:
-    await asyncio.to_thread(services.fine_tuning.repo.get_job, job_id, tenant.id)  # 404 for others' jobs
-    events = await asyncio.to_thread(services.fine_tuning.repo.events, job_id)
+    await asyncio.to_thread(fine_tuning.repo.get_job, job_id, tenant.id)  # 404 for others' jobs
+    events = await asyncio.to_thread(fine_tuning.repo.events, job_id)
     if after is not None:
         ids = [f"ftevent-{e.id}" for e in events]
         events = events[ids.index(after) + 1:] if after in ids else []

@@ -4,7 +4,7 @@ import asyncio
 
 from fastapi import APIRouter
 
-from server.deps import ServicesDep, TenantDep
+from server.deps import RegistryDep, ServingDep, TenantDep
 from server.openai_api.model_resolution import model_not_found
 from server.openai_api.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 
@@ -12,19 +12,19 @@ router = APIRouter(prefix="/v1")
 
 
 @router.post("/completions")
-async def completions(request: CompletionRequest, tenant: TenantDep, services: ServicesDep):
-    return await services.serving.generate(tenant, "/v1/completions", request)
+async def completions(request: CompletionRequest, tenant: TenantDep, serving: ServingDep):
+    return await serving.generate(tenant, "/v1/completions", request)
 
 
 @router.post("/chat/completions")
-async def chat_completions(request: ChatCompletionRequest, tenant: TenantDep, services: ServicesDep):
-    return await services.serving.generate(tenant, "/v1/chat/completions", request)
+async def chat_completions(request: ChatCompletionRequest, tenant: TenantDep, serving: ServingDep):
+    return await serving.generate(tenant, "/v1/chat/completions", request)
 
 
 @router.get("/models")
-async def list_models(tenant: TenantDep, services: ServicesDep) -> ModelList:
-    bases = await asyncio.to_thread(services.registry.served_base_versions)
-    adapters = await asyncio.to_thread(services.registry.list_adapters, tenant.id)
+async def list_models(tenant: TenantDep, registry: RegistryDep) -> ModelList:
+    bases = await asyncio.to_thread(registry.served_base_versions)
+    adapters = await asyncio.to_thread(registry.list_adapters, tenant.id)
     latest: dict[str, object] = {}
     for b in bases:
         latest[b.base_model.name] = b
@@ -47,8 +47,8 @@ async def list_models(tenant: TenantDep, services: ServicesDep) -> ModelList:
 
 
 @router.get("/models/{model:path}")
-async def retrieve_model(model: str, tenant: TenantDep, services: ServicesDep) -> ModelCard:
-    for card in (await list_models(tenant, services)).data:
+async def retrieve_model(model: str, tenant: TenantDep, registry: RegistryDep) -> ModelCard:
+    for card in (await list_models(tenant, registry)).data:
         if card.id == model:
             return card
     raise model_not_found(model)
