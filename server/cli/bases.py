@@ -1,5 +1,6 @@
 """``peftserve base``: import, compare and list base-model versions."""
 
+import json
 from pathlib import Path
 from typing import Annotated
 
