@@ -3,7 +3,7 @@
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from adapters.training.dataset import parse_records
 from server.adapters_api.intake import upload_workspace
@@ -45,6 +45,13 @@ async def list_files(tenant: TenantDep, fine_tuning: FineTuningDep) -> FileList:
 @router.get("/{file_id}")
 async def retrieve_file(file_id: str, tenant: TenantDep, fine_tuning: FineTuningDep) -> FileObject:
     return FileObject.of(await asyncio.to_thread(fine_tuning.repo.get_file, tenant.id, file_id))
+
+
+@router.get("/{file_id}/content")
+async def file_content(file_id: str, tenant: TenantDep, fine_tuning: FineTuningDep) -> Response:
+    """The file's bytes as uploaded (OpenAI's ``files.content``); another tenant's file is 404."""
+    data = await asyncio.to_thread(fine_tuning.read_file, tenant.id, file_id, "file_id")
+    return Response(data, media_type="application/octet-stream")
 
 
 @router.delete("/{file_id}")

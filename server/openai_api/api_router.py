@@ -4,9 +4,11 @@ import asyncio
 
 from fastapi import APIRouter
 
-from server.deps import RegistryDep, ServingDep, TenantDep
+from adapters.errors import NotFoundError, PermissionDeniedError
+from adapters.registry.repository import split_ref
+from server.deps import AdaptersDep, RegistryDep, ServedDep, ServingDep, TenantDep
 from server.openai_api.model_resolution import model_not_found
-from server.openai_api.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from server.openai_api.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelDeleted, ModelList
 
 router = APIRouter(prefix="/v1")
 
@@ -44,6 +46,23 @@ async def list_models(tenant: TenantDep, registry: RegistryDep) -> ModelList:
         for a in newest.values()
     ]
     return ModelList(data=cards)
+
+
+@router.delete("/models/{model:path}")
+async def delete_model(model: str, tenant: TenantDep, registry: RegistryDep, adapters: AdaptersDep,
+                       served: ServedDep) -> ModelDeleted:
+    """OpenAI's model deletion, for the caller's own adapters (uploaded or fine-tuned; every
+    version, or ``name@v``). Base models cannot be deleted here; others' adapters answer 404."""
+    name, _ = split_ref(model)
+    if name.lower() in {v.base_model.name.lower() for v in await asyncio.to_thread(registry.list_base_versions)}:
+        raise PermissionDeniedError(f"{model!r} is a base model; only your own adapters can be deleted",
+                                    param="model")
+    try:
+        await adapters.delete(tenant, model)
+    except NotFoundError:
+        raise model_not_found(model) from None
+    await served.reconcile()  # the last adapter on an old base version may have gone
+    return ModelDeleted(id=model)
 
 
 @router.get("/models/{model:path}")
