@@ -36,10 +36,27 @@ def stop_process(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def register(admin: httpx.Client, name: str, folder: Path) -> None:
-    files = [("file", (name, (folder / name).read_bytes()))
-             for name in ("adapter_config.json", "adapter_model.safetensors")]
-    admin.post("/admin/tenants/bench/adapters", data={"name": name}, files=files).raise_for_status()
+def register(admin: httpx.Client, name: str, folder: Path, tenant: str = "bench") -> None:
+    files = [("file", (part, (folder / part).read_bytes()))
+             for part in ("adapter_config.json", "adapter_model.safetensors")]
+    admin.post(f"/admin/tenants/{tenant}/adapters", data={"name": name}, files=files).raise_for_status()
+
+
+def start_gateway(run_dir: Path, base_dir: Path, port: int, env: dict) -> tuple[subprocess.Popen, str]:
+    """Import ``base_dir`` as smollm2-135m into ``run_dir/data`` and start ``peftserve serve`` there
+    (its own supervised worker), with ``env`` on top; returns (process, url) once every worker is ready."""
+    env = {"PEFTSERVE_DATA_DIR": str(run_dir / "data"), "PEFTSERVE_PORT": str(port), "PEFTSERVE_ADMIN_KEY": ADMIN_KEY,
+           **env}
+    subprocess.run([sys.executable, "-m", "server.cli.main", "base", "import", str(base_dir), "--name", "smollm2-135m",
+                    "--json"], env={**os.environ, **env}, check=True, capture_output=True, cwd=ROOT)
+    gateway = start_process([sys.executable, "-m", "server.cli.main", "serve"], env, run_dir / "gateway.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url, "/ready?all=true")
+    except BaseException:
+        stop_process(gateway)
+        raise
+    return gateway, url
 
 
 def demo_base_dir(data_dir: Path) -> Path:

@@ -13,17 +13,14 @@ flip a near-tie late in an answer, which is why the first differing position is 
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 
 import httpx
 
-from benchmarks.bench_support import (ADMIN_KEY, CACHE, ROOT, demo_base_dir, make_adapters, run_metadata, start_process,
-                                      stop_process, wait_http)
+from benchmarks.bench_support import (ADMIN_KEY, CACHE, ROOT, demo_base_dir, make_adapters, register, run_metadata,
+                                      start_gateway, stop_process)
 
 PROMPT = "Write one sentence about the sea:"
 
@@ -69,16 +66,10 @@ def main() -> None:
     run_dir = CACHE / "load-isolation-run"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    port = 8793
-    env = {"PEFTSERVE_DATA_DIR": str(run_dir / "data"), "PEFTSERVE_PORT": str(port), "PEFTSERVE_ADMIN_KEY": ADMIN_KEY,
-           "PEFTSERVE_MAX_RESIDENT_ADAPTERS": str(args.slots), "PEFTSERVE_MAX_LORAS_PER_BATCH": str(args.max_loras),
-           "PEFTSERVE_WORKER_PORT_START": "8794", "PEFTSERVE_TENANT_MAX_CONCURRENT_REQUESTS": str(args.streams)}
-    subprocess.run([sys.executable, "-m", "server.cli.main", "base", "import", str(base_dir), "--name", "smollm2-135m",
-                    "--json"], env={**os.environ, **env}, check=True, capture_output=True, cwd=ROOT)
-    gateway = start_process([sys.executable, "-m", "server.cli.main", "serve"], env, run_dir / "gateway.log")
-    url = f"http://127.0.0.1:{port}"
+    gateway, url = start_gateway(run_dir, base_dir, 8793, {
+        "PEFTSERVE_MAX_RESIDENT_ADAPTERS": str(args.slots), "PEFTSERVE_MAX_LORAS_PER_BATCH": str(args.max_loras),
+        "PEFTSERVE_WORKER_PORT_START": "8794", "PEFTSERVE_TENANT_MAX_CONCURRENT_REQUESTS": str(args.streams)})
     try:
-        wait_http(url, "/ready?all=true")
         admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=600)
         models: list[tuple[str, str]] = []
         for t in range(args.tenants):
@@ -86,10 +77,7 @@ def main() -> None:
             key = admin.post("/admin/tenants", json={"name": tenant}).json()["api_key"]
             models.append((key, "smollm2-135m"))
             for i in range(args.adapters):
-                folder = folders[t * args.adapters + i]
-                files = [("file", (n, (folder / n).read_bytes())) for n in ("adapter_config.json",
-                                                                           "adapter_model.safetensors")]
-                admin.post(f"/admin/tenants/{tenant}/adapters", data={"name": f"a{i}"}, files=files).raise_for_status()
+                register(admin, f"a{i}", folders[t * args.adapters + i], tenant=tenant)
                 models.append((key, f"a{i}"))
         print(f"{len(models)} models registered; answers alone ...", flush=True)
 

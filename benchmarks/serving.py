@@ -17,9 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,9 +26,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_support import (ADMIN_KEY, WORKER_HEADERS, WORKER_KEY, CACHE, PROMPT, ROOT, LoadResult, demo_base_dir, make_adapters,
-                                      median, register, run_load, run_metadata, start_process, stop_process,
-                                      stream_one, wait_http)
+from benchmarks.bench_support import (ADMIN_KEY, WORKER_HEADERS, WORKER_KEY, CACHE, PROMPT, ROOT, LoadResult,
+                                      demo_base_dir, make_adapters, median, register, run_load, run_metadata,
+                                      start_gateway, start_process, stop_process, stream_one, wait_http)
 from server.engine.worker_process import CPU_WORKER_ENV, worker_command, worker_environment
 from server.settings import Settings
 
@@ -170,16 +168,10 @@ def cold_loads(worker_url: str, folders: list[Path]) -> tuple[list[float], list[
 def gateway_part(base_dir: Path, args, run_dir: Path, ks: list[int], over: int, results: dict) -> None:
     adapters = make_adapters(base_dir, CACHE / "adapters", over + 8)
     cold_folders = make_adapters(base_dir, CACHE / "adapters-cold", 4)  # never registered anywhere
-    port = 8791
-    env = {"PEFTSERVE_DATA_DIR": str(run_dir / "data"), "PEFTSERVE_PORT": str(port), "PEFTSERVE_ADMIN_KEY": ADMIN_KEY,
-           "PEFTSERVE_WORKER_API_KEY": WORKER_KEY, "PEFTSERVE_MAX_RESIDENT_ADAPTERS": str(args.slots),
-           "PEFTSERVE_MAX_LORAS_PER_BATCH": str(args.max_loras), "PEFTSERVE_WORKER_PORT_START": "8792"}
-    subprocess.run([sys.executable, "-m", "server.cli.main", "base", "import", str(base_dir), "--name", "smollm2-135m",
-                    "--json"], env={**os.environ, **env}, check=True, capture_output=True, cwd=ROOT)
-    gateway = start_process([sys.executable, "-m", "server.cli.main", "serve"], env, run_dir / "gateway.log")
-    url = f"http://127.0.0.1:{port}"
+    gateway, url = start_gateway(run_dir, base_dir, 8791, {
+        "PEFTSERVE_WORKER_API_KEY": WORKER_KEY, "PEFTSERVE_MAX_RESIDENT_ADAPTERS": str(args.slots),
+        "PEFTSERVE_MAX_LORAS_PER_BATCH": str(args.max_loras), "PEFTSERVE_WORKER_PORT_START": "8792"})
     try:
-        wait_http(url, "/ready?all=true")
         admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=600)
         key = admin.post("/admin/tenants", json={"name": "bench"}).json()["api_key"]
         names = [f"bench-{i}" for i in range(len(adapters))]

@@ -79,10 +79,6 @@ class BlobReferences:
             return list(s.scalars(select(BlobClaim.sha256).where(BlobClaim.claimed_at < older_than)
                                   .distinct().limit(limit)))
 
-    def claimed(self, sha256s: list[str]) -> set[str]:
-        with self._sessions() as s:
-            return set(s.scalars(select(BlobClaim.sha256).where(BlobClaim.sha256.in_(sha256s))))
-
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)  # SQLite gives naive datetimes
