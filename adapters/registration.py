@@ -9,6 +9,7 @@ check on a worker (server side) then moves it to ``ready`` or ``rejected``.
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 from adapters.format.archive import PICKLE_SUFFIXES
 from adapters.format.eval_set import check_scoring, parse_eval_set
@@ -18,11 +19,12 @@ from adapters.registry.adapter_quota import AdapterQuota
 from adapters.registry.models import Adapter, AdapterStatus, BaseVersion, Tenant
 from adapters.registry.repository import Registry, check_name, split_ref
 from adapters.storage.blob_lifecycle import BlobLifecycle
+from adapters.training.config import Method
 from adapters.validation.against_base import check_against_base, check_finite
 from adapters.format.base_architecture import BaseArchitecture
 from adapters.errors import AdapterInvalidError, InvalidRequestError, NotFoundError
 
-TRAINED_WITH = ("trans-peft", "lora", "unknown")
+TRAINED_WITH = (*get_args(Method), "unknown")
 # Names the platform uses itself: the base inside every worker ("base"), the adapters' names on the
 # workers ("lora-<hash>"), and fine-tuned models ("ft:<base>:<tenant>:<suffix>", OpenAI's form).
 RESERVED_NAMES = ("base",)

@@ -59,6 +59,31 @@ def test_fine_tuning_job_ends_with_a_servable_adapter(gateway, client):
         time.sleep(0.1)
 
 
+@pytest.mark.parametrize("method, extra", [
+    ("beamlora+trans-peft", {"beam_interval": 3}),
+    ("light-peft", {"light_prune_base": True, "light_estimation_ratio": 0.25,
+                    "target_modules": ["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"]}),
+])
+def test_beamlora_and_light_peft_jobs_end_with_adapters_the_worker_serves(gateway, client, method, extra):
+    training = client.files.create(file=("train.jsonl", reverse_task(40)), purpose="fine-tune")
+    suffix = method.split("+")[0]
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, suffix=suffix,
+                                         hyperparameters={**FAST, "method": method, **extra})
+    done = wait_for(client, job.id, ("succeeded", "failed", "cancelled"))
+    assert done.status == "succeeded", done.error
+    answer = client.completions.create(model=done.fine_tuned_model, prompt="Reverse: apple river stone\nAnswer:",
+                                       max_tokens=6, temperature=0)
+    assert answer.model == done.fine_tuned_model and answer.usage.completion_tokens > 0
+    with gateway.client(client.api_key) as c:
+        adapter = c.get(f"/v1/adapters/{done.fine_tuned_model}").json()["versions"][0]
+    assert adapter["status"] == "ready" and adapter["trained_with"] == method and adapter["rank"] == 8
+    record = adapter["training_metadata"]["training"]
+    if method.startswith("beamlora"):
+        assert record["rounds"] and record["interval"] == 3
+    else:
+        assert record["kept_modules"] < record["modules"] and record["kept_neurons"] is not None
+
+
 @pytest.mark.parametrize("body,status,needle", [
     ({"hyperparameters": {"learning_rat": 0.1}}, 400, "unknown hyperparameter 'learning_rat'"),
     ({"hyperparameters": {"method": "dora"}}, 400, "hyperparameters.method"),

@@ -32,7 +32,7 @@ def reverse_task(n: int, seed: int = 0) -> bytes:
 @pytest.fixture()
 def peft_model(tiny_base_dir):
     torch.manual_seed(0)
-    model, _ = build_model(tiny_base_dir, TrainingConfig(method="lora", lora_dropout=0.0), torch.device("cpu"))
+    model = build_model(tiny_base_dir, TrainingConfig(method="lora", lora_dropout=0.0), torch.device("cpu"))
     return model
 
 

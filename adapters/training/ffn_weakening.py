@@ -37,6 +37,7 @@ class WeakeningStats:
 class FFNWeakening:
     p_m: float = 0.1
     p_c: float = 0.1
+    scale: float = 1.0  # multiplies p_m and p_c (the trainer anneals it when asked to)
     stats: WeakeningStats = field(default_factory=WeakeningStats)
     _handles: list = field(default_factory=list)
 
@@ -61,10 +62,11 @@ class FFNWeakening:
         self._handles.clear()
 
     def _mask_intermediate(self, module: nn.Module, args: tuple):
-        if not module.training or self.p_m == 0.0:
+        p_m = self.p_m * self.scale
+        if not module.training or p_m == 0.0:
             return None
         (h, *rest) = args  # h: (B, T, I) intermediate activation act(gate(x)) * up(x)
-        keep = torch.rand(h.shape, device=h.device) >= self.p_m  # (B, T, I)
+        keep = torch.rand(h.shape, device=h.device) >= p_m  # (B, T, I)
         self.stats.masked += int((~keep).sum())
         self.stats.activations += keep.numel()
         return (h * keep.to(h.dtype), *rest)
@@ -73,7 +75,8 @@ class FFNWeakening:
         if not module.training:
             return None
         self.stats.ffn_calls += 1
-        if self.p_c > 0.0 and torch.rand(()).item() < self.p_c:
+        p_c = self.p_c * self.scale
+        if p_c > 0.0 and torch.rand(()).item() < p_c:
             self.stats.skipped += 1
             # The layer adds the FFN output to the residual, so a zero output skips the sub-layer.
             return torch.zeros_like(output)  # (B, T, C)

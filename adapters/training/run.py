@@ -56,10 +56,10 @@ def run_training(base_dir: Path, data: PreparedData, config: TrainingConfig, wor
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    adapter_dir = train(base_dir, data.train, config, work_dir, pad_id=pad_id, on_progress=on_progress,
-                        cancel=cancel)
+    outcome = train(base_dir, data.train, config, work_dir, pad_id=pad_id, on_progress=on_progress, cancel=cancel)
     metadata = {"method": config.method, "hyperparameters": config.model_dump(), "train_examples": data.n_train,
-                "held_out_examples": data.n_eval, "steps": total_steps(config, data.n_train)}
+                "held_out_examples": data.n_eval, "steps": total_steps(config, data.n_train),
+                "training": outcome.record}
     (work_dir / "eval.jsonl").write_bytes(data.eval_set)
     (work_dir / "training.json").write_text(json.dumps(metadata, indent=2))
-    return TrainingResult(adapter_dir, data.eval_set, metadata)
+    return TrainingResult(outcome.adapter_dir, data.eval_set, metadata)

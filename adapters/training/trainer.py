@@ -1,6 +1,7 @@
-"""LoRA / Trans-PEFT training on transformers + peft: seeded, checkpointed, resumable.
+"""Training on transformers + peft: seeded, checkpointed, resumable, for every method.
 
-The result is a plain PEFT LoRA folder; Trans-PEFT only changes the training forward pass.
+The rank method (plain LoRA, BeamLoRA, Light-PEFT) and Trans-PEFT's FFN weakening plug into one
+loop; each result is a plain PEFT LoRA folder.
 """
 
 import json
@@ -17,6 +18,7 @@ import torch
 from adapters.training.config import TrainingConfig
 from adapters.training.dataset import IGNORE_INDEX, TokenizedExample
 from adapters.training.ffn_weakening import FFNWeakening
+from adapters.training.rank_method import RankMethod, make_rank_method
 
 CHECKPOINT = "checkpoint"
 
@@ -37,12 +39,27 @@ class Progress:
         return self.elapsed_s / max(self.step, 1) * (self.total_steps - self.step)
 
 
+@dataclass(frozen=True)
+class TrainingOutcome:
+    adapter_dir: Path
+    record: dict  # what the method did (BeamLoRA rounds, Light-PEFT pruning), trainable parameters
+
+
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def total_steps(config: TrainingConfig, n_examples: int) -> int:
     return config.max_steps or math.ceil(n_examples / config.batch_size) * config.n_epochs
+
+
+def lr_factor(step: int, start: int, end: int, warmup_ratio: float) -> float:
+    """Linear warm-up then cosine decay over steps [start, end) (transformers' cosine schedule)."""
+    warmup = int(warmup_ratio * (end - start))
+    s = step - start
+    if s < warmup:
+        return s / max(1, warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * (s - warmup) / max(1, end - start - warmup))))
 
 
 def _batches(examples: list[TokenizedExample], config: TrainingConfig, pad_id: int, device):
@@ -74,76 +91,112 @@ def build_model(base_dir: Path, config: TrainingConfig, device):
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype).to(device)
     lora = LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=list(config.target_modules), bias="none", task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora)
-    weakening = None
-    if config.method == "trans-peft":
-        weakening = FFNWeakening(p_m=config.p_m, p_c=config.p_c).attach(model)
-    return model, weakening
+    return get_peft_model(model, lora)
+
+
+class _Run:
+    """The mutable parts of one run: model, method, weakening, optimizer (rebuilt when the method
+    restructures the model) and the span of steps the learning-rate schedule covers."""
+
+    def __init__(self, model, method: RankMethod, config: TrainingConfig, steps: int):
+        self.model, self.method, self.config, self.steps = model, method, config, steps
+        self.weakening = FFNWeakening(p_m=config.p_m, p_c=config.p_c).attach(model) if config.weakens_ffn else None
+        self.schedule_start = 0
+        self.optimizer = self._optimizer()
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        self.params = [p for p in self.model.parameters() if p.requires_grad] + self.method.parameters()
+        return torch.optim.AdamW(self.params, lr=self.config.learning_rate, weight_decay=0.0)
+
+    def restructured(self, model, step: int) -> None:
+        """The method swapped the model (Light-PEFT's stage 2): fresh optimizer, schedule from ``step``."""
+        if self.weakening is not None:
+            self.weakening.detach()
+            self.weakening.attach(model)
+        self.model, self.schedule_start = model, step
+        self.optimizer = self._optimizer()
+
+    def set_step(self, step: int) -> None:
+        factor = lr_factor(step, self.schedule_start, self.steps, self.config.warmup_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.learning_rate * factor
+        if self.weakening is not None:
+            anneal = self.config.weakening_schedule == "anneal"
+            self.weakening.scale = 0.5 * (1 + math.cos(math.pi * step / self.steps)) if anneal else 1.0
 
 
 def train(base_dir: Path, examples: list[TokenizedExample], config: TrainingConfig, work_dir: Path, *,
           pad_id: int, on_progress: Callable[[Progress], None] | None = None,
-          cancel: threading.Event | None = None) -> Path:
-    """Train and return the folder of the final adapter (``work_dir/adapter``). If
-    ``work_dir/checkpoint`` exists the run resumes from it."""
+          cancel: threading.Event | None = None) -> TrainingOutcome:
+    """Train and write the final adapter to ``work_dir/adapter``. If ``work_dir/checkpoint``
+    exists the run resumes from it."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
-    from transformers import get_cosine_schedule_with_warmup
 
     device = pick_device()
     torch.manual_seed(config.seed)
-    model, _ = build_model(base_dir, config, device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
     steps = total_steps(config, len(examples))
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_ratio * steps), steps)
-
+    model = build_model(base_dir, config, device)
+    method = make_rank_method(model, config, steps)
     step, ckpt = 0, work_dir / CHECKPOINT
-    if (ckpt / "state.json").is_file():
-        state = json.loads((ckpt / "state.json").read_text())
-        set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors"), device=str(device)))
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True))
-        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
-        torch.set_rng_state(torch.load(ckpt / "rng.pt", weights_only=True))
+    state = json.loads((ckpt / "state.json").read_text()) if (ckpt / "state.json").is_file() else None
+    if state is not None:
         step = state["step"]
+        model = method.resume(model, torch.load(ckpt / "method.pt", weights_only=True))
+    run = _Run(model, method, config, steps)
+    if state is not None:
+        run.schedule_start = state["schedule_start"]
+        set_peft_model_state_dict(run.model, load_file(str(ckpt / "adapter_model.safetensors"), device=str(device)))
+        run.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True))
+        torch.set_rng_state(torch.load(ckpt / "rng.pt", weights_only=True))
 
     batches = _batches(examples, config, pad_id, device)
     for _ in range(step):  # skip what the checkpointed run already consumed
         next(batches)
-    model.train()
+    run.model.train()
+    method.start(step)
     started = time.perf_counter()
     while step < steps:
         if cancel is not None and cancel.is_set():
             raise TrainingCancelled()
+        if method.restructure_due(step):
+            run.restructured(method.restructure(run.model), step)
+            run.model.train()
         ids, labels, mask = next(batches)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        run.set_step(step)
+        method.before_forward(mask)
+        loss = run.model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        penalty = method.penalty()
+        (loss if penalty is None else loss + penalty).backward()
+        method.after_backward(step)
+        torch.nn.utils.clip_grad_norm_(run.params, 1.0)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
         step += 1
+        method.after_step(step, run.optimizer)
         if on_progress is not None:
             on_progress(Progress(step, steps, float(loss.detach()), time.perf_counter() - started))
-        if step % config.checkpoint_every == 0 and step < steps:
-            _save_checkpoint(model, optimizer, scheduler, step, ckpt)
+        if step % config.checkpoint_every == 0 and step < steps and method.can_checkpoint(step):
+            _save_checkpoint(run, step, ckpt)
 
-    out = work_dir / "adapter"
-    model.save_pretrained(out, safe_serialization=True)
-    return out
+    run.model.eval()
+    out = method.export(run.model, work_dir / "adapter")
+    trainable = sum(p.numel() for p in run.params)
+    return TrainingOutcome(out, {**method.record(), "trainable_parameters": trainable,
+                                 "seconds": time.perf_counter() - started})
 
 
-def _save_checkpoint(model, optimizer, scheduler, step: int, ckpt: Path) -> None:
+def _save_checkpoint(run: _Run, step: int, ckpt: Path) -> None:
     """Written to a temp folder and renamed, so a kill mid-save keeps the previous checkpoint."""
     import shutil
 
     tmp = ckpt.with_name(ckpt.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    run.model.save_pretrained(tmp, safe_serialization=True)
+    torch.save(run.optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(run.method.state_dict(), tmp / "method.pt")
     torch.save(torch.get_rng_state(), tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step}))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "schedule_start": run.schedule_start}))
     old = ckpt.with_name(ckpt.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if ckpt.exists():

@@ -28,7 +28,7 @@ async def upload_adapter(
                                                        "or one .tar/.tar.gz/.zip archive")],
     base_model: Annotated[str | None, Form(description="name or name@version; default the only base")] = None,
     description: Annotated[str, Form()] = "",
-    trained_with: Annotated[str, Form(description="trans-peft | lora | unknown")] = "unknown",
+    trained_with: Annotated[str, Form(description="a training method (lora, trans-peft, beamlora, light-peft, or one of those two +trans-peft) or unknown")] = "unknown",
     eval_set: Annotated[UploadFile | None, File(description="JSONL eval set kept for base upgrades")] = None,
     eval_scoring: Annotated[str, Form(description="exact_match | contains")] = "exact_match",
 ):

@@ -45,7 +45,7 @@ def adapter_upload(
     api_key: Annotated[str, typer.Option(envvar="PEFTSERVE_API_KEY", help="The tenant's API key.")],
     base_model: Annotated[str | None, typer.Option(help="Base as name or name@version.")] = None,
     description: Annotated[str, typer.Option(help="Free text.")] = "",
-    trained_with: Annotated[str, typer.Option(help="trans-peft | lora | unknown")] = "unknown",
+    trained_with: Annotated[str, typer.Option(help="lora | trans-peft | beamlora | light-peft | beamlora+trans-peft | light-peft+trans-peft | unknown")] = "unknown",
     eval_set: Annotated[Path | None, typer.Option(help="JSONL eval set kept for base upgrades.")] = None,
     eval_scoring: Annotated[str, typer.Option(help="exact_match | contains")] = "exact_match",
     url: UrlOpt = None,

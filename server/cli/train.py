@@ -16,9 +16,13 @@ def train(
     base: Annotated[str | None, typer.Option(help="Registered base, name or name@version.")] = None,
     base_dir: Annotated[Path | None, typer.Option(help="Or a local Hugging Face model folder.")] = None,
     validation: Annotated[Path | None, typer.Option(help="Validation JSONL (default: a held-out split).")] = None,
-    method: Annotated[str, typer.Option(help="trans-peft | lora")] = "trans-peft",
+    method: Annotated[str, typer.Option(help="lora | trans-peft | beamlora | light-peft | beamlora+trans-peft | "
+                                             "light-peft+trans-peft")] = "trans-peft",
     p_m: Annotated[float, typer.Option(help="Trans-PEFT FFN activation masking probability.")] = 0.1,
     p_c: Annotated[float, typer.Option(help="Trans-PEFT FFN sub-layer dropping probability.")] = 0.1,
+    weakening_schedule: Annotated[str, typer.Option(help="Trans-PEFT: constant | anneal (p_m, p_c to 0).")] = "constant",
+    light_prune_base: Annotated[bool, typer.Option(help="Light-PEFT: also prune base heads/FFN neurons while "
+                                                        "training.")] = False,
     rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
     epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 1,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
@@ -28,7 +32,8 @@ def train(
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train a LoRA adapter locally, with Trans-PEFT by default, showing step, loss and ETA."""
+    """Train a LoRA adapter locally (Trans-PEFT by default; BeamLoRA, Light-PEFT alone or with it),
+    showing step, loss and ETA. Any other hyperparameter goes through the fine-tuning API."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from adapters.training.config import TrainingConfig
@@ -36,7 +41,8 @@ def train(
 
     folder = base_dir if base_dir is not None else _registered_base_path(base, as_json)
     try:
-        config = TrainingConfig(method=method, p_m=p_m, p_c=p_c, rank=rank, n_epochs=epochs, max_steps=max_steps,
+        config = TrainingConfig(method=method, p_m=p_m, p_c=p_c, weakening_schedule=weakening_schedule,
+                                light_prune_base=light_prune_base, rank=rank, n_epochs=epochs, max_steps=max_steps,
                                 learning_rate=learning_rate, batch_size=batch_size, seed=seed,
                                 checkpoint_every=checkpoint_every)
         prepared = prepare(folder, data.read_bytes(), validation.read_bytes() if validation else None, config)

@@ -1,7 +1,7 @@
 """Map a fine-tuning request's hyperparameters (OpenAI's names plus ours) to a TrainingConfig.
 
 OpenAI's ``n_epochs``, ``batch_size`` and ``learning_rate_multiplier`` (each may be "auto"),
-and our ``method`` (trans-peft | lora), ``p_m``, ``p_c``, ``rank``, ``learning_rate`` and the
+and our ``method`` (lora | trans-peft | beamlora | light-peft, the last two also +trans-peft), ``p_m``, ``p_c``, ``rank``, ``learning_rate`` and the
 other TrainingConfig fields. Anything else is refused, naming the key.
 """
 
@@ -25,7 +25,7 @@ def training_config(hyperparameters: dict[str, Any] | None, method: dict[str, An
     if method is not None:
         if method.get("type") != "supervised":
             raise _fail(f"method.type {method.get('type')!r} is not supported; accepted: 'supervised' "
-                        "(choose trans-peft or lora with hyperparameters.method)", "method")
+                        "(choose the training method with hyperparameters.method)", "method")
         supervised = method.get("supervised") or {}
         nested = supervised.get("hyperparameters") if isinstance(supervised, dict) else None
         if not isinstance(supervised, dict) or not isinstance(nested or {}, dict):
