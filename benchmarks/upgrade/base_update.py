@@ -62,9 +62,10 @@ def stdlib_chunks(tokenizer, seq_len: int) -> tuple[list[list[int]], list[list[i
 def mean_loss(model, chunks: list[list[int]], batch_size: int) -> float:
     model.eval()
     losses = []
+    device = next(model.parameters()).device
     with torch.no_grad():
         for i in range(0, len(chunks), batch_size):
-            ids = torch.tensor(chunks[i:i + batch_size])  # [batch, seq_len]
+            ids = torch.tensor(chunks[i:i + batch_size], device=device)  # [batch, seq_len]
             losses.append(model(input_ids=ids, labels=ids).loss.item())
     return sum(losses) / len(losses)
 
@@ -79,7 +80,8 @@ def updated_base(v1_dir: Path, cache: Path, config: UpdateConfig, log=print) -> 
 
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(v1_dir)
-    model = AutoModelForCausalLM.from_pretrained(v1_dir, dtype=torch.float32)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = AutoModelForCausalLM.from_pretrained(v1_dir, dtype=torch.float32).to(device)
     train, _ = stdlib_chunks(tokenizer, config.seq_len)
     held = stdlib_chunks(tokenizer, HELD_OUT_SEQ_LEN)[1][:48]  # the same held-out text for every config
     for name, p in model.named_parameters():
@@ -93,7 +95,7 @@ def updated_base(v1_dir: Path, cache: Path, config: UpdateConfig, log=print) -> 
     started = time.perf_counter()
     model.train()
     for step in range(config.steps):
-        ids = torch.tensor(rng.sample(train, config.batch_size))  # [batch, seq_len]
+        ids = torch.tensor(rng.sample(train, config.batch_size), device=device)  # [batch, seq_len]
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -106,7 +108,7 @@ def updated_base(v1_dir: Path, cache: Path, config: UpdateConfig, log=print) -> 
     after = mean_loss(model, held, HELD_OUT_BATCH)
     staging = cache / f".staging-{config.key()}"
     shutil.rmtree(staging, ignore_errors=True)
-    model.to(torch.bfloat16).save_pretrained(staging, safe_serialization=True)
+    model.to("cpu", torch.bfloat16).save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
     info = {"config": asdict(config), "held_out_loss_before": before, "held_out_loss_after": after,
             "train_chunks": len(train), "held_out_chunks": len(held), "seconds": seconds,

@@ -3,6 +3,8 @@
 import math
 from pathlib import Path
 
+from benchmarks.paired_stats import compare, describe
+
 
 MIN_GAP = 0.1  # below this, re-training gains little over direct transfer: no gap to close
 
@@ -12,6 +14,18 @@ def gap_closed(summary: dict) -> float | None:
     moved Trans-PEFT adapter closes (the paper's bar: at least 90%)."""
     direct, tp, upper = (summary[k][0] for k in ("lora_direct_v2", "trans_peft_direct_v2", "lora_retrained_v2"))
     return (tp - direct) / (upper - direct) if upper - direct >= MIN_GAP else None
+
+
+def trans_peft_vs_lora(task: dict, label: str) -> dict | None:
+    """Moved Trans-PEFT vs moved LoRA on one update: paired over items within each seed, and
+    across seeds with the seed as the unit (benchmarks/paired_stats.py). None for results saved
+    before per-item flags were kept."""
+    if any("trans_peft_flags" not in s["updates"][label] for s in task["seeds"]):
+        return None
+
+    def flags(method: str) -> list[list[bool]]:
+        return [[c == "1" for c in s["updates"][label][f"{method}_flags"]] for s in task["seeds"]]
+    return compare(flags("trans_peft"), flags("lora"))
 
 
 def gain_kept(task: dict, label: str, method: str) -> float | None:
@@ -49,14 +63,15 @@ def print_tables(results: dict) -> None:
               f"{info['held_out_loss_before']:>7.3f} -> {info['held_out_loss_after']:.3f} {info['seconds']:>9.0f}")
 
     print(f"\n{'task':<14} {'update':<20} {'bare v1':>7} {'bare v2':>7} {'LoRA v1':>12} {'TP v1':>12} "
-          f"{'LoRA->v2':>12} {'TP->v2':>12} {'retrain v2':>12} {'kept L/TP':>9} {'gap closed':>10} {'McNemar p':>9}")
+          f"{'LoRA->v2':>12} {'TP->v2':>12} {'retrain v2':>12} {'kept L/TP':>9} {'gap closed':>10}  "
+          "TP - LoRA moved (95% CI over seeds; McNemar per seed)")
     for t in results["tasks"]:
         for label, s in t["updates"].items():
             print(f"{t['task']:<14} {label:<20} {t['bare_v1']:>7.3f} {s['bare_v2']:>7.3f} {_cell(t['lora_v1']):>12} "
                   f"{_cell(t['trans_peft_v1']):>12} {_cell(s['lora_direct_v2']):>12} "
                   f"{_cell(s['trans_peft_direct_v2']):>12} {_cell(s['lora_retrained_v2']):>12} "
                   f"{_pct(gain_kept(t, label, 'lora')):>4}/{_pct(gain_kept(t, label, 'trans_peft')):>4} "
-                  f"{_pct(s['gap_closed_by_trans_peft']):>10} {s['trans_peft_vs_lora_mcnemar_p']:>9.2g}")
+                  f"{_pct(s['gap_closed_by_trans_peft']):>10}  {describe(s['trans_peft_vs_lora']) if s.get('trans_peft_vs_lora') else 'n/a (no per-item flags saved)'}")
 
     print("\nmigration gate on moved adapters (decision on the gate's items / same rule on unseen items):")
     for t in results["tasks"]:
