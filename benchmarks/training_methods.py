@@ -11,6 +11,8 @@ LoRA per seed (paired over items, McNemar) and across seeds with the seed as the
 
     .venv/bin/python benchmarks/training_methods.py                 # the full grid (CUDA: ~8 min)
     .venv/bin/python benchmarks/training_methods.py --reduced       # 2-core CPU: one task, one seed
+    .venv/bin/python benchmarks/training_methods.py --reduced --seeds 3 --resume --methods lora trans-peft \
+        trans-peft-anneal beamlora light-peft                          # two more seeds of five methods
     .venv/bin/python benchmarks/training_methods.py --report-only --out benchmarks/results/training_methods-gpu.json
 
 On a CUDA machine without vLLM or this project's server dependencies, give ``--gguf`` (the demo
@@ -129,6 +131,10 @@ def run_grid(args, results: dict, save) -> None:
                    for r in runs)
 
     like = None
+    for row in runs:  # rows of a resumed run saved before the loop's own time was kept: from the cache
+        if row["kind"] == "trained" and "loop_seconds" not in row and row["task"] in tasks:
+            cached = train_cached(WORK, v1, tasks[row["task"]], plan, seed=row["seed"], **METHODS[row["method"]])
+            row["loop_seconds"] = cached.record.get("seconds")
     for seed in range(args.seeds):
         for name, task in tasks.items():
             if not done("bare", name, "-", 0) and like is not None:
@@ -141,7 +147,8 @@ def run_grid(args, results: dict, save) -> None:
                 trained = train_cached(WORK, v1, task, plan, seed=seed, **METHODS[method])
                 like = like or trained.adapter
                 row = {"kind": "trained", "task": name, "method": method, "seed": seed, "base": "v1",
-                       "seconds": trained.seconds, "peak_gpu_bytes": trained.record.get("peak_gpu_bytes"),
+                       "seconds": trained.seconds, "loop_seconds": trained.record.get("seconds"),
+                       "peak_gpu_bytes": trained.record.get("peak_gpu_bytes"),
                        "trainable_parameters": trained.record.get("trainable_parameters"),
                        "adapter": adapter_size(trained.adapter),
                        "flags": flags_str(scorer.score(v1, trained.adapter, task.eval, like=like)), "moved": {}}
@@ -188,6 +195,8 @@ def summarize(results: dict) -> dict:
                      "v1": [accuracy(flags_of(r["flags"])) for r in rows],
                      "seconds": [r["seconds"] for r in rows],
                      "speedup_vs_lora": [lora[r["seed"]]["seconds"] / r["seconds"] for r in paired],
+                     "loop_speedup_vs_lora": [lora[r["seed"]]["loop_seconds"] / r["loop_seconds"] for r in paired
+                                              if r.get("loop_seconds") and lora[r["seed"]].get("loop_seconds")],
                      "peak_gpu_bytes": [r["peak_gpu_bytes"] for r in rows],
                      "trainable_parameters": rows[0]["trainable_parameters"],
                      "adapter_bytes": rows[0]["adapter"]["bytes"],
@@ -228,13 +237,14 @@ def print_tables(results: dict) -> None:
         labels = list(next(iter(s["methods"].values()))["moved"])
         print(f"\n{task}: bare v1 {s['bare'].get('v1', 0):.3f}; re-trained LoRA on "
               + ", ".join(f"[{k}] {v:.3f}" for k, v in s["retrained"].items()))
-        print(f"  {'method':<20} {'v1':>12} {'s/run':>6} {'x LoRA':>6} {'peak GB':>7} {'trainable':>9} "
+        print(f"  {'method':<20} {'v1':>12} {'s/run':>6} {'x LoRA':>6} {'loop x':>6} {'peak GB':>7} {'trainable':>9} "
               f"{'nonzero':>8}  " + "  ".join(f"{'moved ' + k:>22}" for k in labels) + "  v1 - LoRA")
         for method, e in s["methods"].items():
             peak = [p / 2**30 for p in e["peak_gpu_bytes"] if p]
             moved = "  ".join(f"{mean_sd(e['moved'][k]):>13} gap {_pct(e['gap_closed'][k]):>4}" for k in labels)
             print(f"  {method:<20} {mean_sd(e['v1']):>12} {statistics.mean(e['seconds']):>6.1f} "
                   f"{statistics.mean(e['speedup_vs_lora'] or [float('nan')]):>6.2f} "
+                  f"{statistics.mean(e['loop_speedup_vs_lora'] or [float('nan')]):>6.2f} "
                   f"{(f'{max(peak):.2f}' if peak else '-'):>7} {e['trainable_parameters']:>9} "
                   f"{int(e['adapter_nonzero']):>8}  {moved}  "
                   + (describe(e["v1_vs_lora"]) if "v1_vs_lora" in e else ""))
@@ -282,7 +292,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["word_reversal", "stdlib_module", "html_entity"],
                         choices=list(ALL_TASKS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=None, help="3, or 1 with --reduced")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -295,12 +305,15 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=0, help="start no new run after this many seconds")
     parser.add_argument("--gguf", type=Path, default=None, help="the demo GGUF (where the server is not installed)")
     parser.add_argument("--commit", default=None, help="the commit, where the tree has no .git")
+    parser.add_argument("--resume", action="store_true", help="keep the runs already in --out; run only the rest "
+                        "(same settings; a GPU session can carry on where the last one's budget ended)")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     suffix = "gpu" if torch.cuda.is_available() else "cpu"
     if args.reduced:
-        args.tasks, args.seeds, args.updates = ["word_reversal"], 1, ["ffn:2e-3:45", "all:1e-3:45"]
+        args.tasks, args.updates = ["word_reversal"], ["ffn:2e-3:45", "all:1e-3:45"]
+    args.seeds = args.seeds or (1 if args.reduced else 3)
     if args.quick:
         args.tasks, args.seeds, args.steps, args.n_train, args.n_eval = ["word_reversal"], 1, 6, 16, 16
         args.updates = ["ffn:1e-3:2"]
@@ -311,6 +324,11 @@ def main() -> None:
     else:
         results = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                    "versions": versions(args.commit), "updates": {}, "runs": []}
+        if args.resume and args.out.is_file():
+            earlier = json.loads(args.out.read_text())
+            if earlier["versions"]["device"] != results["versions"]["device"]:
+                parser.error(f"--resume: {args.out} was measured on {earlier['versions']['device']}")
+            results["runs"], results["resumed_from"] = earlier["runs"], earlier["versions"]
         args.out.parent.mkdir(parents=True, exist_ok=True)
 
         def save() -> None:

@@ -103,7 +103,7 @@ def build_services(settings: Settings) -> Services:
                             TenantConcurrency(settings.tenant_max_concurrent_requests))
     adapters = AdapterService(settings, registry, registration, live_check, pool, materializer,
                               on_change=serving.forget_resolutions)
-    fine_tuning = FineTuningService(registry, FineTuningRepository(sessions), blobs, settings.data_dir / "fine_tuning",
+    fine_tuning = FineTuningService(registry, FineTuningRepository(sessions), lifecycle, settings.data_dir / "fine_tuning",
                                     max_rank=settings.max_lora_rank, served_targets=served_targets,
                                     max_job_tokens=settings.fine_tuning_max_job_tokens)
     owner = gateway_instance_name(settings)

@@ -121,6 +121,31 @@ def test_train_command_writes_a_lora_and_its_eval_set(tiny_base_dir, tmp_path):
     assert code == 1 and "line 1" in out["error"]["message"]
 
 
+def test_train_command_continues_an_adapter(tiny_base_dir, tmp_path):
+    """--from-adapter starts from the folder's weights (with a vanishing learning rate the result
+    is that adapter), takes its rank and targets, and refuses another rank."""
+    from safetensors.torch import load_file
+
+    from tests.test_trans_peft import reverse_task
+
+    data = tmp_path / "train.jsonl"
+    data.write_bytes(reverse_task(20))
+    code, first = run_cli("train", str(data), "--base-dir", str(tiny_base_dir), "--out", str(tmp_path / "first"),
+                          "--rank", "4", "--max-steps", "3", "--learning-rate", "1e-2", env={})
+    assert code == 0, first
+    code, more = run_cli("train", str(data), "--base-dir", str(tiny_base_dir), "--out", str(tmp_path / "more"),
+                         "--from-adapter", first["adapter_dir"], "--method", "lora", "--max-steps", "1",
+                         "--learning-rate", "1e-12", env={})
+    assert code == 0 and more["hyperparameters"]["rank"] == 4 and more["continued_from_adapter"], more
+    a = load_file(str(Path(first["adapter_dir"]) / "adapter_model.safetensors"))
+    b = load_file(str(Path(more["adapter_dir"]) / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert any(a[k].abs().sum() > 0 for k in a if "lora_B" in k)  # a trained start, not zeros
+    code, out = run_cli("train", str(data), "--base-dir", str(tiny_base_dir), "--out", str(tmp_path / "bad-rank"),
+                        "--from-adapter", first["adapter_dir"], "--rank", "8", env={})
+    assert code == 1 and "rank 4" in out["error"]["message"]
+
+
 def test_a_leaked_key_is_revoked_at_once(gateway, gateway_env):
     """`peftserve key list|revoke`: the revoked key answers 401 on the very next request (this
     gateway drops its lookup cache), the tenant's other keys keep working; no key is ever shown."""

@@ -84,6 +84,70 @@ def test_beamlora_and_light_peft_jobs_end_with_adapters_the_worker_serves(gatewa
         assert record["kept_modules"] < record["modules"] and record["kept_neurons"] is not None
 
 
+def _weights(services, tenant_name: str, adapter: str) -> dict:
+    from safetensors.torch import load
+
+    tenant = services.registry.get_tenant(tenant_name)
+    row = services.registry.resolve_adapter(tenant.id, adapter, None)
+    with services.fine_tuning.blobs.open(row.weights_sha256) as f:
+        return load(f.read())
+
+
+def test_a_job_continues_an_adapter_from_its_weights(gateway, client):
+    """``model`` may name one of the tenant's adapters (as OpenAI's ``ft:`` models): the job starts
+    from its weights (with a vanishing learning rate the result is that adapter), its rank and
+    targets; the starting weights survive the adapter's deletion while the job needs them."""
+    import torch
+
+    services = gateway.app.state.services
+    training = client.files.create(file=("train.jsonl", reverse_task(24)), purpose="fine-tune")
+    first = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, suffix="start",
+                                           hyperparameters={**FAST, "method": "lora", "rank": 4})
+    first = wait_for(client, first.id, ("succeeded", "failed", "cancelled"))
+    assert first.status == "succeeded", first.error
+    job = client.fine_tuning.jobs.create(model=first.fine_tuned_model, training_file=training.id, suffix="more",
+                                         hyperparameters={"method": "lora", "max_steps": 1, "learning_rate": 1e-12})
+    assert job.hyperparameters.rank == 4 and job.model == first.fine_tuned_model
+    start_sha = services.fine_tuning.repo.get_job(job.id).init_weights_sha256
+    before = _weights(services, "ft-co", first.fine_tuned_model)
+
+    with gateway.client(client.api_key) as c:  # delete the starting adapter while the job needs it
+        assert c.delete(f"/v1/adapters/{first.fine_tuned_model}").status_code == 200
+    assert services.fine_tuning.repo.get_job(job.id).status.value in ("queued", "running")
+    assert services.registration.lifecycle.release([start_sha]) == []  # the job's reference keeps it
+    assert services.fine_tuning.blobs.exists(start_sha)
+
+    done = wait_for(client, job.id, ("succeeded", "failed", "cancelled"))
+    assert done.status == "succeeded", done.error
+    after = _weights(services, "ft-co", done.fine_tuned_model)
+    assert before.keys() == after.keys() and all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+    with gateway.client(client.api_key) as c:
+        adapter = c.get(f"/v1/adapters/{done.fine_tuned_model}").json()["versions"][0]
+    assert adapter["status"] == "ready" and adapter["training_metadata"]["continued_from_adapter"] is True
+    assert services.registration.lifecycle.release([start_sha]) == [start_sha]  # job ended: collectable now
+
+
+def test_continuing_an_adapter_refuses_another_shape_or_tenant(gateway, client):
+    training = client.files.create(file=("t.jsonl", reverse_task(10)), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, suffix="shape",
+                                         hyperparameters={**FAST, "method": "lora", "rank": 4})
+    done = wait_for(client, job.id, ("succeeded", "failed", "cancelled"))
+    assert done.status == "succeeded", done.error
+    with gateway.client(client.api_key) as c:
+        resp = c.post("/v1/fine_tuning/jobs", json={"model": done.fine_tuned_model, "training_file": training.id,
+                                                     "hyperparameters": {"rank": 8}})
+        assert resp.status_code == 400 and "rank 4" in resp.json()["error"]["message"], resp.text
+        resp = c.post("/v1/fine_tuning/jobs", json={"model": done.fine_tuned_model, "training_file": training.id,
+                                                     "hyperparameters": {"target_modules": ["q_proj"]}})
+        assert resp.status_code == 400 and "target_modules" in resp.json()["error"]["message"], resp.text
+    other = gateway.tenant_key("ft-other")
+    files = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=other).files
+    theirs = files.create(file=("t.jsonl", reverse_task(10)), purpose="fine-tune")
+    with gateway.client(other) as c:  # another tenant's adapter is not a model it can continue
+        resp = c.post("/v1/fine_tuning/jobs", json={"model": done.fine_tuned_model, "training_file": theirs.id})
+    assert resp.status_code == 400 and "not a base model or one of your ready adapters" in resp.text, resp.text
+
+
 @pytest.mark.parametrize("body,status,needle", [
     ({"hyperparameters": {"learning_rat": 0.1}}, 400, "unknown hyperparameter 'learning_rat'"),
     ({"hyperparameters": {"method": "dora"}}, 400, "hyperparameters.method"),

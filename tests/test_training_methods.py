@@ -176,6 +176,7 @@ def test_light_peft_with_the_base_pruned_trains_on_a_smaller_ffn(tiny_base_dir, 
 
 
 @pytest.mark.parametrize("method, extra", [
+    ("trans-peft", {}),
     ("beamlora", {"beam_interval": 2}),
     ("light-peft+trans-peft", {"light_estimation_ratio": 0.3, "light_prune_base": True}),
 ])

@@ -1,17 +1,15 @@
-"""Trans-PEFT training on the tiny Llama: the FFN weakening mechanism, the trainer, resume,
-and the result served by the real gateway."""
+"""Trans-PEFT training on the tiny Llama: the FFN weakening mechanism, the trainer (resume:
+tests/test_training_methods.py), and the result served by the real gateway."""
 
 import json
-import threading
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from adapters.training.config import TrainingConfig
 from adapters.training.ffn_weakening import FFNWeakening, find_decoder_layers
 from adapters.training.run import prepare, run_training
-from adapters.training.trainer import TrainingCancelled, build_model
+from adapters.training.trainer import build_model
 from adapters.errors import InvalidRequestError
 
 WORDS = ["apple", "river", "stone", "cloud", "tiger", "lamp", "green", "music", "paper", "window"]
@@ -129,25 +127,6 @@ def test_training_lowers_the_loss_and_keeps_a_held_out_eval_set(tiny_base_dir, t
         plain = base(input_ids=ids).logits
         tuned = PeftModel.from_pretrained(base, result.adapter_dir).eval()(input_ids=ids).logits
     assert not torch.allclose(plain, tuned)
-
-
-def test_killed_run_resumes_to_the_same_adapter(tiny_base_dir, tmp_path):
-    config = TrainingConfig(rank=4, max_steps=6, batch_size=4, checkpoint_every=2, learning_rate=1e-3)
-    data = prepare(tiny_base_dir, reverse_task(24), None, config)
-    straight = run_training(tiny_base_dir, data, config, tmp_path / "straight")
-
-    cancel = threading.Event()
-    def stop_after_three(p):
-        if p.step == 3:
-            cancel.set()
-    with pytest.raises(TrainingCancelled):
-        run_training(tiny_base_dir, data, config, tmp_path / "resumed", on_progress=stop_after_three, cancel=cancel)
-    assert json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())["step"] == 2
-    resumed = run_training(tiny_base_dir, data, config, tmp_path / "resumed")
-
-    a = load_file(str(straight.adapter_dir / "adapter_model.safetensors"))
-    b = load_file(str(resumed.adapter_dir / "adapter_model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_trained_adapter_is_served_through_the_gateway(gateway, tiny_base_dir, tmp_path):

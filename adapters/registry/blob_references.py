@@ -21,7 +21,8 @@ from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from adapters.registry.database import serialize_on
-from adapters.registry.models import Adapter, AdapterStatus, BlobClaim, FileStatus, StoredFile, utcnow
+from adapters.registry.models import (Adapter, AdapterStatus, BlobClaim, FileStatus, FineTuningJob, JobStatus,
+                                      StoredFile, utcnow)
 
 
 class BlobReferences:
@@ -48,11 +49,14 @@ class BlobReferences:
             s.execute(delete(BlobClaim).where(BlobClaim.id == claim_id))
 
     def referenced(self, sha256: str, s: Session | None = None) -> bool:
-        """Whether a live adapter (not deleted or rejected) or a processed file references it."""
+        """Whether a live adapter (not deleted or rejected), a processed file or a fine-tuning job
+        that has not ended (the weights it continues from) references it."""
         live = Adapter.status.not_in([AdapterStatus.deleted, AdapterStatus.rejected])
         query = select(exists().where(live, or_(Adapter.weights_sha256 == sha256, Adapter.config_sha256 == sha256,
                                                 Adapter.eval_set_sha256 == sha256))
-                       | exists().where(StoredFile.sha256 == sha256, StoredFile.status == FileStatus.processed))
+                       | exists().where(StoredFile.sha256 == sha256, StoredFile.status == FileStatus.processed)
+                       | exists().where(FineTuningJob.init_weights_sha256 == sha256,
+                                        FineTuningJob.status.in_([JobStatus.queued, JobStatus.running])))
         if s is not None:
             return bool(s.scalar(query))
         with self._sessions() as own:

@@ -188,6 +188,8 @@ class FineTuningJob(LeasedJob, Base):
     validation_file: Mapped[str | None] = mapped_column(ForeignKey("files.id"), nullable=True)
     suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
     hyperparameters: Mapped[dict] = mapped_column(JSON)
+    # Continued training: the weights the job starts from (a blob it references until it ends).
+    init_weights_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=24), index=True)
     error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     fine_tuned_model: Mapped[str | None] = mapped_column(String(160), nullable=True)

@@ -140,7 +140,7 @@ class LightPEFT(RankMethod):
 
     def after_step(self, step: int, optimizer) -> None:
         # Collect over the second half of the estimation steps (the step about to run is ``step``).
-        self._collecting = self.plan is None and self.estimation_steps / 2 <= step < self.estimation_steps
+        self._collecting = self.plan is None and self.estimation_steps // 2 <= step < self.estimation_steps
         self._base_norms.clear()
 
     def start(self, step: int) -> None:

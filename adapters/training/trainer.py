@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from adapters.errors import InvalidRequestError
 from adapters.training.config import TrainingConfig
 from adapters.training.dataset import IGNORE_INDEX, TokenizedExample
 from adapters.training.ffn_weakening import FFNWeakening
@@ -125,11 +126,30 @@ class _Run:
             self.weakening.scale = 0.5 * (1 + math.cos(math.pi * step / self.steps)) if anneal else 1.0
 
 
+def load_initial_adapter(model, folder: Path) -> None:
+    """Start from an existing adapter's weights (continued training): same rank and targets, or a
+    clear error. ``folder`` holds its ``adapter_model.safetensors``."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = load_file(str(folder / "adapter_model.safetensors"), device=str(next(model.parameters()).device))
+    try:
+        result = set_peft_model_state_dict(model, weights)
+    except RuntimeError as e:  # a shape mismatch: another rank or another base
+        raise InvalidRequestError(f"the adapter to continue does not fit this training run: {e}",
+                                  code="init_adapter_mismatch", param="model") from None
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if result.unexpected_keys or missing:
+        raise InvalidRequestError(f"the adapter to continue targets other modules than this run "
+                                  f"(first: {(result.unexpected_keys + missing)[0]})",
+                                  code="init_adapter_mismatch", param="model")
+
+
 def train(base_dir: Path, examples: list[TokenizedExample], config: TrainingConfig, work_dir: Path, *,
           pad_id: int, on_progress: Callable[[Progress], None] | None = None,
-          cancel: threading.Event | None = None) -> TrainingOutcome:
-    """Train and write the final adapter to ``work_dir/adapter``. If ``work_dir/checkpoint``
-    exists the run resumes from it."""
+          cancel: threading.Event | None = None, init_adapter: Path | None = None) -> TrainingOutcome:
+    """Train and write the final adapter to ``work_dir/adapter``, starting from ``init_adapter``'s
+    weights when given. If ``work_dir/checkpoint`` exists the run resumes from it."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -137,6 +157,8 @@ def train(base_dir: Path, examples: list[TokenizedExample], config: TrainingConf
     torch.manual_seed(config.seed)
     steps = total_steps(config, len(examples))
     model = build_model(base_dir, config, device)
+    if init_adapter is not None:
+        load_initial_adapter(model, init_adapter)
     method = make_rank_method(model, config, steps)
     step, ckpt = 0, work_dir / CHECKPOINT
     state = json.loads((ckpt / "state.json").read_text()) if (ckpt / "state.json").is_file() else None

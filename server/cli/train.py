@@ -23,7 +23,9 @@ def train(
     weakening_schedule: Annotated[str, typer.Option(help="Trans-PEFT: constant | anneal (p_m, p_c to 0).")] = "constant",
     light_prune_base: Annotated[bool, typer.Option(help="Light-PEFT: also prune base heads/FFN neurons while "
                                                         "training.")] = False,
-    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank (default 16, or the continued adapter's).")] = None,
+    from_adapter: Annotated[Path | None, typer.Option(help="Continue training this PEFT LoRA folder (same base; "
+                                                           "its rank, alpha and targets).")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 1,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
     learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-4,
@@ -41,8 +43,11 @@ def train(
 
     folder = base_dir if base_dir is not None else _registered_base_path(base, as_json)
     try:
+        shape = {"rank": rank or 16}
+        if from_adapter is not None:
+            shape = _continued_shape(from_adapter, rank)
         config = TrainingConfig(method=method, p_m=p_m, p_c=p_c, weakening_schedule=weakening_schedule,
-                                light_prune_base=light_prune_base, rank=rank, n_epochs=epochs, max_steps=max_steps,
+                                light_prune_base=light_prune_base, **shape, n_epochs=epochs, max_steps=max_steps,
                                 learning_rate=learning_rate, batch_size=batch_size, seed=seed,
                                 checkpoint_every=checkpoint_every)
         prepared = prepare(folder, data.read_bytes(), validation.read_bytes() if validation else None, config)
@@ -56,10 +61,23 @@ def train(
         def on_progress(p) -> None:
             bar.update(task, completed=p.step, total=p.total_steps, loss=f"{p.loss:.4f}")
 
-        result = run_training(folder, prepared, config, out, on_progress=on_progress)
+        try:
+            result = run_training(folder, prepared, config, out, on_progress=on_progress, init_adapter=from_adapter)
+        except PeftServeError as e:
+            fail(as_json, e.message)
     data_out = {"adapter_dir": str(result.adapter_dir), "eval_set": str(out / "eval.jsonl"), **result.metadata}
     emit(as_json, data_out, f"adapter written to {result.adapter_dir} ({result.metadata['steps']} steps, "
                              f"{result.metadata['held_out_examples']} held-out examples in {out / 'eval.jsonl'})")
+
+
+def _continued_shape(folder: Path, rank: int | None) -> dict:
+    """Rank, alpha and targets of the adapter to continue, read with the upload's strict parser."""
+    from adapters.format.peft_config import parse_lora_config
+
+    config = parse_lora_config((folder / "adapter_config.json").read_bytes(), max_rank=256)
+    if rank is not None and rank != config.r:
+        raise ValueError(f"--rank {rank} differs from the continued adapter's rank {config.r}")
+    return {"rank": config.r, "lora_alpha": config.lora_alpha, "target_modules": sorted(config.target_modules)}
 
 
 def _registered_base_path(ref: str | None, as_json: bool) -> Path:

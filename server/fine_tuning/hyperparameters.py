@@ -20,7 +20,8 @@ def _fail(message: str, param: str = "hyperparameters") -> InvalidRequestError:
 
 
 def training_config(hyperparameters: dict[str, Any] | None, method: dict[str, Any] | None,
-                    seed: int | None) -> TrainingConfig:
+                    seed: int | None, inherit: dict[str, Any] | None = None) -> TrainingConfig:
+    """``inherit``: values used where the request is silent (a continued adapter's rank and targets)."""
     values = dict(hyperparameters or {})
     if method is not None:
         if method.get("type") != "supervised":
@@ -39,6 +40,8 @@ def training_config(hyperparameters: dict[str, Any] | None, method: dict[str, An
         values.setdefault("learning_rate", DEFAULT_LR * multiplier)
     if seed is not None:
         values["seed"] = seed
+    for key, value in (inherit or {}).items():
+        values.setdefault(key, value)
     try:
         return TrainingConfig(**values)
     except ValidationError as e:

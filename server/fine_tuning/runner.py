@@ -145,10 +145,11 @@ class FineTuningRunner:
                     cancel.set()
 
         work_dir = self.service.work_root / job.id
+        init_adapter = self.service.write_starting_weights(job, work_dir / "starting-adapter")
         # Parsing, tokenizing and training run in a child process (training_process.py); this
         # thread, one of the runner's own, relays progress and cancellation.
         return train_in_process(base_dir, training, validation, config, work_dir, on_progress=on_progress,
-                                cancel=cancel)
+                                cancel=cancel, init_adapter=init_adapter)
 
     async def _register(self, job: FineTuningJob, trained) -> None:
         result, tokens = trained

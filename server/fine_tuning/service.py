@@ -4,9 +4,9 @@ import asyncio
 from pathlib import Path
 
 from adapters.registry.fine_tuning_repository import FineTuningRepository
-from adapters.registry.models import FineTuningJob, Tenant
+from adapters.registry.models import Adapter, BaseVersion, FineTuningJob, Tenant
 from adapters.registry.repository import Registry, split_ref
-from adapters.storage.blob_store import BlobStore
+from adapters.storage.blob_lifecycle import BlobLifecycle
 from adapters.training.config import TrainingConfig
 from adapters.training.run import prepare
 from adapters.training.trainer import total_steps
@@ -16,7 +16,7 @@ from server.fine_tuning.protocol import JobCreate
 
 
 class FineTuningService:
-    def __init__(self, registry: Registry, repo: FineTuningRepository, blobs: BlobStore, work_root: Path, *,
+    def __init__(self, registry: Registry, repo: FineTuningRepository, lifecycle: BlobLifecycle, work_root: Path, *,
                  max_rank: int, served_targets: frozenset[str], max_job_tokens: int):
         # What the workers serve: a larger rank or another module would train, then be refused.
         self.max_rank = max_rank
@@ -24,7 +24,8 @@ class FineTuningService:
         self.max_job_tokens = max_job_tokens
         self.registry = registry
         self.repo = repo
-        self.blobs = blobs
+        self.lifecycle = lifecycle
+        self.blobs = lifecycle.blobs
         self.work_root = work_root
 
     def read_file(self, tenant_id: int, file_id: str, param: str) -> bytes:
@@ -40,13 +41,32 @@ class FineTuningService:
                 f"= {work} tokens of training; at most {self.max_job_tokens} per job here (lower max_steps, n_epochs, "
                 "batch_size or max_seq_len)", code="job_too_large", param="hyperparameters")
 
+    def _starting_point(self, tenant: Tenant, model: str) -> tuple[BaseVersion, Adapter | None]:
+        """``model`` names a base (train a new adapter) or one of the tenant's ready adapters
+        (continue it, as OpenAI fine-tunes an ``ft:`` model): its base version and its weights."""
+        name, version = split_ref(model)
+        base = self.registry.find_base_version(name, version)
+        if base is not None:
+            return base, None
+        adapter = self.registry.resolve_adapter(tenant.id, name, version)
+        if adapter is None:
+            raise InvalidRequestError(f"model {model!r} is not a base model or one of your ready adapters, so it "
+                                      "cannot be fine-tuned", code="model_not_available", param="model")
+        return adapter.base_version, adapter
+
     async def create(self, tenant: Tenant, request: JobCreate) -> FineTuningJob:
-        name, version = split_ref(request.model)
-        base = await asyncio.to_thread(self.registry.find_base_version, name, version)
-        if base is None:
-            raise InvalidRequestError(f"model {request.model!r} is not a base model that can be fine-tuned",
-                                      code="model_not_available", param="model")
-        config = training_config(request.hyperparameters, request.method, request.seed)
+        base, start = await asyncio.to_thread(self._starting_point, tenant, request.model)
+        inherit = None if start is None else {"rank": start.rank, "lora_alpha": start.lora_alpha,
+                                              "target_modules": sorted(start.target_modules)}
+        config = training_config(request.hyperparameters, request.method, request.seed, inherit)
+        if start is not None:
+            asked = (config.rank, config.lora_alpha, sorted(config.target_modules))
+            if asked != (start.rank, start.lora_alpha, sorted(start.target_modules)):
+                raise InvalidRequestError(
+                    f"continuing {request.model!r} needs its rank {start.rank}, lora_alpha {start.lora_alpha:g} and "
+                    f"target_modules {sorted(start.target_modules)}; the request asks for rank {config.rank}, "
+                    f"lora_alpha {config.lora_alpha:g}, target_modules {sorted(config.target_modules)}",
+                    code="invalid_hyperparameters", param="hyperparameters")
         if config.rank > self.max_rank:
             raise InvalidRequestError(f"hyperparameters.rank={config.rank} exceeds {self.max_rank}, the largest rank "
                                       "this server serves", code="invalid_hyperparameters", param="hyperparameters.rank")
@@ -65,7 +85,30 @@ class FineTuningService:
         # Parse and tokenize now: a bad file is a 400 naming the line, not a failed job later.
         prepared = await asyncio.to_thread(prepare, Path(base.path), training, validation, config)
         self._check_work(config, total_steps(config, prepared.n_train))
-        return await asyncio.to_thread(
-            self.repo.add_job, tenant_id=tenant.id, base_version_id=base.id, model=request.model,
-            training_file=request.training_file, validation_file=request.validation_file, suffix=request.suffix,
-            hyperparameters=config.model_dump())
+        fields = dict(tenant_id=tenant.id, base_version_id=base.id, model=request.model,
+                      training_file=request.training_file, validation_file=request.validation_file,
+                      suffix=request.suffix, hyperparameters=config.model_dump())
+        if start is None:
+            return await asyncio.to_thread(self.repo.add_job, **fields)
+        return await asyncio.to_thread(self._add_continuing_job, start, fields)
+
+    def _add_continuing_job(self, start: Adapter, fields: dict) -> FineTuningJob:
+        """The job references the starting weights until it ends, so deleting that adapter
+        meanwhile cannot take them; the claim covers the insert itself (blob_references.py)."""
+        claim = self.lifecycle.references.claim(start.weights_sha256)
+        try:
+            if not self.blobs.exists(start.weights_sha256):  # the adapter was deleted and its blob collected
+                raise InvalidRequestError(f"adapter {fields['model']!r} was deleted while the job was being created",
+                                          code="model_not_available", param="model")
+            return self.repo.add_job(**fields, init_weights_sha256=start.weights_sha256)
+        finally:
+            self.lifecycle.references.unclaim(claim)
+
+    def write_starting_weights(self, job: FineTuningJob, folder: Path) -> Path | None:
+        """The weights a continuing job starts from, as a PEFT folder's weight file (None: a new adapter)."""
+        if job.init_weights_sha256 is None:
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+        with self.blobs.open(job.init_weights_sha256) as f:
+            (folder / "adapter_model.safetensors").write_bytes(f.read())
+        return folder

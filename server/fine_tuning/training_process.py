@@ -32,13 +32,14 @@ class TrainingProcessDied(Exception):
 
 def train_in_process(base_dir: Path, training: bytes, validation: bytes | None, config: TrainingConfig,
                      work_dir: Path, *, on_progress: Callable[[Progress], None], cancel: threading.Event,
-                     poll_s: float = 0.2) -> tuple[TrainingResult, int]:
+                     init_adapter: Path | None = None, poll_s: float = 0.2) -> tuple[TrainingResult, int]:
     """(result, trained tokens). Blocks: call it from a thread. Raises what the child raised
     (TrainingCancelled, a PeftServeError with its code) or TrainingProcessDied."""
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
     child = context.Process(target=_child_main, name="peftserve-training", daemon=True,
-                            args=(theirs, str(base_dir), training, validation, config.model_dump(), str(work_dir)))
+                            args=(theirs, str(base_dir), training, validation, config.model_dump(), str(work_dir),
+                                  None if init_adapter is None else str(init_adapter)))
     child.start()
     theirs.close()
     cancel_sent = False
@@ -78,7 +79,7 @@ def train_in_process(base_dir: Path, training: bytes, validation: bytes | None, 
 
 
 def _child_main(conn, base_dir: str, training: bytes, validation: bytes | None, config_json: dict,
-                work_dir: str) -> None:
+                work_dir: str, init_adapter: str | None = None) -> None:
     _die_with_parent()
     from adapters.training.run import prepare, run_training
 
@@ -96,7 +97,8 @@ def _child_main(conn, base_dir: str, training: bytes, validation: bytes | None, 
     try:
         config = TrainingConfig(**config_json)
         data = prepare(Path(base_dir), training, validation, config)
-        result = run_training(Path(base_dir), data, config, Path(work_dir), on_progress=on_progress, cancel=cancel)
+        result = run_training(Path(base_dir), data, config, Path(work_dir), on_progress=on_progress, cancel=cancel,
+                              init_adapter=None if init_adapter is None else Path(init_adapter))
         tokens = sum(len(e.input_ids) for e in data.train) * config.n_epochs
         message = ("result", str(result.adapter_dir), result.eval_set, result.metadata, tokens)
     except TrainingCancelled:
