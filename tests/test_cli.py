@@ -122,7 +122,7 @@ def test_train_command_writes_a_lora_and_its_eval_set(tiny_base_dir, tmp_path):
 
 
 def test_train_command_continues_an_adapter(tiny_base_dir, tmp_path):
-    """--from-adapter starts from the folder's weights (with a vanishing learning rate the result
+    """A BeamLoRA adapter trained by the CLI, then continued: --from-adapter starts from the folder's weights (with a vanishing learning rate the result
     is that adapter), takes its rank and targets, and refuses another rank."""
     from safetensors.torch import load_file
 
@@ -131,8 +131,8 @@ def test_train_command_continues_an_adapter(tiny_base_dir, tmp_path):
     data = tmp_path / "train.jsonl"
     data.write_bytes(reverse_task(20))
     code, first = run_cli("train", str(data), "--base-dir", str(tiny_base_dir), "--out", str(tmp_path / "first"),
-                          "--rank", "4", "--max-steps", "3", "--learning-rate", "1e-2", env={})
-    assert code == 0, first
+                          "--method", "beamlora", "--rank", "4", "--max-steps", "3", "--learning-rate", "1e-2", env={})
+    assert code == 0 and first["method"] == "beamlora" and "rounds" in first["training"], first
     code, more = run_cli("train", str(data), "--base-dir", str(tiny_base_dir), "--out", str(tmp_path / "more"),
                          "--from-adapter", first["adapter_dir"], "--method", "lora", "--max-steps", "1",
                          "--learning-rate", "1e-12", env={})
