@@ -71,17 +71,21 @@ def _batches(examples: list[TokenizedExample], config: TrainingConfig, pad_id: i
         order = list(range(len(examples)))
         random.Random(config.seed * 1000 + epoch).shuffle(order)
         for start in range(0, len(order), config.batch_size):
-            chunk = [examples[i] for i in order[start:start + config.batch_size]]
-            width = max(len(e.input_ids) for e in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)  # (B, T)
-            labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)  # (B, T)
-            for row, e in enumerate(chunk):
-                ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
-                labels[row, : len(e.labels)] = torch.tensor(e.labels)
-                mask[row, : len(e.input_ids)] = 1
-            yield ids.to(device), labels.to(device), mask.to(device)
+            yield collate([examples[i] for i in order[start:start + config.batch_size]], pad_id, device)
         epoch += 1
+
+
+def collate(examples: list[TokenizedExample], pad_id: int, device) -> tuple[torch.Tensor, ...]:
+    """(input ids, labels, attention mask), each (B, T), right-padded to the longest example."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)  # (B, T)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)  # (B, T)
+    for row, e in enumerate(examples):
+        ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
+        labels[row, : len(e.labels)] = torch.tensor(e.labels)
+        mask[row, : len(e.input_ids)] = 1
+    return ids.to(device), labels.to(device), mask.to(device)
 
 
 def build_model(base_dir: Path, config: TrainingConfig, device):

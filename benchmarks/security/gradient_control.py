@@ -22,7 +22,7 @@ import torch
 
 from adapters.training.config import TrainingConfig
 from adapters.training.dataset import IGNORE_INDEX, TokenizedExample
-from adapters.training.trainer import build_model, lr_factor, pick_device
+from adapters.training.trainer import build_model, collate, lr_factor, pick_device
 
 VARIANTS = ("plain", "magnitude", "magnitude+direction")
 LAYER = re.compile(r"\.layers\.(\d+)\.")
@@ -35,18 +35,6 @@ def tokenized(pairs: list[tuple[str, str]], tokenizer) -> list[TokenizedExample]
         a = tokenizer(answer + (tokenizer.eos_token or ""), add_special_tokens=False)["input_ids"]
         out.append(TokenizedExample(p + a, [IGNORE_INDEX] * len(p) + a))
     return out
-
-
-def collate(examples: list[TokenizedExample], pad_id: int, device) -> tuple[torch.Tensor, ...]:
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)  # (B, T)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)  # (B, T)
-    for row, e in enumerate(examples):
-        ids[row, :len(e.input_ids)] = torch.tensor(e.input_ids)
-        labels[row, :len(e.labels)] = torch.tensor(e.labels)
-        mask[row, :len(e.input_ids)] = 1
-    return ids.to(device), labels.to(device), mask.to(device)
 
 
 def _task_gradient(model, params: list[tuple[str, torch.nn.Parameter]], batch) -> list[torch.Tensor]:
