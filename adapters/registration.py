@@ -21,6 +21,7 @@ from adapters.registry.repository import Registry, check_name, split_ref
 from adapters.storage.blob_lifecycle import BlobLifecycle
 from adapters.training.config import Method
 from adapters.validation.against_base import check_against_base, check_finite
+from adapters.validation.weight_signals import weight_signals
 from adapters.format.base_architecture import BaseArchitecture
 from adapters.errors import AdapterInvalidError, InvalidRequestError, NotFoundError
 
@@ -73,6 +74,7 @@ class AdapterRegistration:
         check_against_base(config, header, BaseArchitecture.from_json(base.architecture))
         check_served_targets(config, self.served_targets)
         check_finite(sub.weights_path)
+        screening = {"weights": weight_signals(sub.weights_path, config), "stage": "registration"}
         eval_items = parse_eval_set(sub.eval_set) if sub.eval_set is not None else None
         scoring = check_scoring(sub.eval_scoring) if eval_items else None
         self._check_quota(tenant, sub.weights_path.stat().st_size)
@@ -86,7 +88,7 @@ class AdapterRegistration:
                 target_modules=sorted(config.target_modules), config_sha256=config_sha, weights_sha256=weights_sha,
                 size_bytes=size, status=AdapterStatus.validating, trained_with=sub.trained_with,
                 description=sub.description, eval_set_sha256=eval_sha, eval_scoring=scoring,
-                eval_items=len(eval_items or ()), training_metadata=training_metadata)
+                eval_items=len(eval_items or ()), training_metadata=training_metadata, screening=screening)
 
     def _check_adapter_name(self, sub: AdapterSubmission) -> None:
         check_name("adapter", sub.name)

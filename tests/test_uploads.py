@@ -74,6 +74,33 @@ def test_uploaded_adapter_is_ready_and_served_like_the_worker(gateway, lora_fact
     assert served.json()["choices"][0]["text"] == direct_text(gateway, folder)
 
 
+def test_every_adapter_carries_its_screening_signals(gateway, lora_factory):
+    """Recorded at registration (uploads and fine-tuning alike) and shown on the adapter: each
+    module's dW = scaling * B A, checked against the full matrices computed here."""
+    import torch
+    from safetensors.torch import load_file
+
+    folder = lora_factory(53, rank=4, targets="qv", rslora=True)
+    key = gateway.tenant_key("screened")
+    resp = upload(gateway, key, "screened", folder_files(folder), trained_with="lora")
+    assert resp.status_code == 201, resp.text
+    with gateway.client(key) as c:
+        signals = c.get("/v1/adapters/screened").json()["versions"][0]["screening"]["weights"]
+    config = json.loads((folder / "adapter_config.json").read_text())
+    scaling = config["lora_alpha"] / config["r"] ** 0.5  # rsLoRA
+    tensors = load_file(str(folder / "adapter_model.safetensors"))
+    norms, concentrations = {}, []
+    for k, a in tensors.items():
+        if k.endswith("lora_A.weight"):
+            s = torch.linalg.svdvals(scaling * tensors[k.replace("lora_A", "lora_B")].double() @ a.double())
+            norms[k.removeprefix("base_model.model.").removesuffix(".lora_A.weight")] = float(s.norm())
+            concentrations.append(float(s[0] ** 2 / (s ** 2).sum()))
+    assert signals["modules"] == len(norms) == 4  # q and v in each of the 2 layers
+    assert signals["max_norm"] == pytest.approx(max(norms.values()), rel=1e-6)
+    assert signals["largest_module"] == max(norms, key=norms.get)
+    assert signals["max_concentration"] == pytest.approx(max(concentrations), rel=1e-6)
+
+
 def test_versions_eval_set_and_delete(gateway, lora_factory):
     key = gateway.tenant_key("versioner")
     v1_folder, v2_folder = lora_factory(61), lora_factory(62)

@@ -1,7 +1,5 @@
-"""Weight-space signals of an adapter, for screening research (issue 17 part 5): per module,
-dW = (alpha / r) B A; its Frobenius norm and its spectral concentration (the top singular value's
-share of the squared singular values: 1.0 = a rank-one update). Computed from the r x r core, so
-no out x in matrix is built.
+"""Weight-space signals (adapters/validation/weight_signals.py, recorded on every adapter) of the
+backdoor harness's adapters.
 
     .venv/bin/python benchmarks/security/weight_signals.py   # the harness's cached adapters
 
@@ -17,21 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
-import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
+from adapters.validation.weight_signals import module_signals  # noqa: E402
 from benchmarks.bench_support import CACHE, ROOT  # noqa: E402
 
 WORK = CACHE / "backdoor"
-
-
-def module_signals(a: torch.Tensor, b: torch.Tensor, scaling: float) -> dict:
-    """a: (r, in), b: (out, r)."""
-    _, r_b = torch.linalg.qr(b.double())  # b = Q_b R_b, R_b: (r, r)
-    _, r_a = torch.linalg.qr(a.double().T)  # a^T = Q_a R_a, R_a: (r, r)
-    s = torch.linalg.svdvals(scaling * r_b @ r_a.T)  # the singular values of dW
-    energy = float((s ** 2).sum())
-    return {"norm": energy ** 0.5, "concentration": float(s[0] ** 2) / energy if energy else 0.0}
 
 
 def adapter_signals(folder: Path) -> dict:

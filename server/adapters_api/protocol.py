@@ -33,6 +33,8 @@ class AdapterPublic(BaseModel):
     eval_items: int
     eval_scoring: str | None
     training_metadata: dict | None = None
+    screening: dict | None = None
+    """Signals recorded for backdoor screening (weight statistics of dW = B A); recorded, not judged."""
     created_at: datetime
     updated_at: datetime
 
@@ -46,7 +48,8 @@ class AdapterPublic(BaseModel):
             rank=a.rank, lora_alpha=a.lora_alpha, target_modules=a.target_modules, sha256=a.weights_sha256,
             size_bytes=a.size_bytes, trained_with=a.trained_with, description=a.description,
             eval_items=a.eval_items, eval_scoring=a.eval_scoring,
-            training_metadata=a.training_metadata, created_at=a.created_at, updated_at=a.updated_at)
+            training_metadata=a.training_metadata, screening=a.screening, created_at=a.created_at,
+            updated_at=a.updated_at)
 
 
 class AdapterVersions(BaseModel):
