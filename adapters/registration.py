@@ -21,7 +21,7 @@ from adapters.registry.repository import Registry, check_name, split_ref
 from adapters.storage.blob_lifecycle import BlobLifecycle
 from adapters.training.config import Method
 from adapters.validation.against_base import check_against_base, check_finite
-from adapters.validation.weight_signals import weight_signals
+from adapters.screening.weight_signals import weight_signals
 from adapters.format.base_architecture import BaseArchitecture
 from adapters.errors import AdapterInvalidError, InvalidRequestError, NotFoundError
 

@@ -118,7 +118,7 @@ class Adapter(Base):
     eval_items: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # How it was trained (fine-tuning job id, method, hyperparameters), when trained here.
     training_metadata: Mapped[dict | None] = mapped_column(JSON, nullable=True)
-    # Signals recorded for backdoor screening (adapters/validation/weight_signals.py); not judged yet.
+    # Signals recorded for backdoor screening (adapters/screening/weight_signals.py); not judged yet.
     screening: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

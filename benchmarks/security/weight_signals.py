@@ -1,4 +1,4 @@
-"""Weight-space signals (adapters/validation/weight_signals.py, recorded on every adapter) of the
+"""Weight-space signals (adapters/screening/weight_signals.py, recorded on every adapter) of the
 backdoor harness's adapters.
 
     .venv/bin/python benchmarks/security/weight_signals.py   # the harness's cached adapters
@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
 from safetensors.torch import load_file  # noqa: E402
 
-from adapters.validation.weight_signals import module_signals  # noqa: E402
+from adapters.screening.weight_signals import module_signals  # noqa: E402
 from benchmarks.bench_support import CACHE, ROOT  # noqa: E402
 
 WORK = CACHE / "backdoor"
