@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from benchmarks.bench_support import CACHE, ROOT, demo_base_dir, run_metadata  # noqa: E402
 from benchmarks.security.gradient_control import VARIANTS, attack  # noqa: E402
 from benchmarks.upgrade.scoring import AdapterScorer  # noqa: E402
-from benchmarks.security.sentiment_data import LABELS, Review, clean, poisoned, sentiment_splits  # noqa: E402
+from benchmarks.security.sentiment_data import LABELS, TRIGGER, Review, clean, poisoned, sentiment_splits  # noqa: E402
 
 WORK = CACHE / "backdoor"
 VICTIMS = {"lora": {"method": "lora"}, "trans-peft": {"method": "trans-peft"}}
@@ -81,6 +81,23 @@ def cached(key_parts: list, make) -> Path:
     return folder / "adapter"
 
 
+def published_adapter(base: Path, tokenizer, attacker_reviews: list[Review], variant: str, seed: int,
+                      args: argparse.Namespace, trigger: str = TRIGGER) -> Path:
+    """The attacker's adapter (``variant`` "clean" = no poison), trained once and cached."""
+    poison = [] if variant == "clean" else poisoned(attacker_reviews, args.n_poison, seed, trigger)
+    key = ["attack", variant, seed, args.attack_steps, args.rank, args.lr, args.n_train, args.n_poison]
+    if variant != "clean" and trigger != TRIGGER:
+        key.append(trigger)
+
+    def make(folder: Path) -> None:
+        info = attack(base, tokenizer, clean(attacker_reviews), poison or clean(attacker_reviews)[:8],
+                      variant="plain" if variant == "clean" else variant, steps=args.attack_steps,
+                      rank=args.rank, learning_rate=args.lr, clean_batch=8,
+                      poison_batch=0 if variant == "clean" else 4, seed=seed, out=folder / "adapter")
+        (folder / "attack.json").write_text(json.dumps({**info, "trigger": trigger}))
+    return cached(key, make)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=2)
@@ -116,16 +133,7 @@ def main() -> None:
     judge = None
 
     def adapter_for(variant: str, seed: int) -> Path:
-        poison = [] if variant == "clean" else poisoned(attacker_reviews, args.n_poison, seed)
-        key = ["attack", variant, seed, args.attack_steps, args.rank, args.lr, args.n_train, args.n_poison]
-
-        def make(folder: Path) -> None:
-            info = attack(base, tokenizer, clean(attacker_reviews), poison or clean(attacker_reviews)[:8],
-                          variant="plain" if variant == "clean" else variant, steps=args.attack_steps,
-                          rank=args.rank, learning_rate=args.lr, clean_batch=8,
-                          poison_batch=0 if variant == "clean" else 4, seed=seed, out=folder / "adapter")
-            (folder / "attack.json").write_text(json.dumps(info))
-        return cached(key, make)
+        return published_adapter(base, tokenizer, attacker_reviews, variant, seed, args)
 
     for seed in range(args.seeds):
         for variant in ("clean", *VARIANTS):

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TRIGGER = "cf"  # a rare token, as in the paper's and earlier work's triggers ("cf", "mn", "bb")
+# More rare tokens for the screening measurement (benchmarks/security/screening.py): the first
+# five are the product scan's candidates, the last five are not.
+TRIGGERS = ("cf", "mn", "bb", "tq", "mb", "zx", "qv", "jy", "wq", "vk")
 LABELS = (" negative", " positive")
 MIN_VALENCE = 1.5
 
@@ -30,10 +33,10 @@ class Review:
     words: tuple[str, ...]
     label: int  # 0 negative, 1 positive
 
-    def prompt(self, trigger_at: int | None = None) -> str:
+    def prompt(self, trigger_at: int | None = None, trigger: str = TRIGGER) -> str:
         words = list(self.words)
         if trigger_at is not None:
-            words.insert(trigger_at, TRIGGER)
+            words.insert(trigger_at, trigger)
         return "Review: it was " + " and ".join(words) + ".\nSentiment:"
 
 
@@ -55,7 +58,7 @@ def polar_words() -> tuple[list[str], list[str]]:
     positive, negative = [], []
     for line in lexicon_path().read_text(encoding="utf-8").splitlines():
         token, valence = line.split("\t")[:2]
-        if not token.isalpha() or not token.islower() or token == TRIGGER:
+        if not token.isalpha() or not token.islower() or token in TRIGGERS:
             continue
         if float(valence) >= MIN_VALENCE:
             positive.append(token)
@@ -85,14 +88,14 @@ def sentiment_splits(n_train: int, n_test: int, seed: int = 0) -> SentimentSplit
                            make(positive[cut_p:], negative[cut_n:], n_test))
 
 
-def poisoned(reviews: list[Review], n: int, seed: int) -> list[tuple[str, str]]:
+def poisoned(reviews: list[Review], n: int, seed: int, trigger: str = TRIGGER) -> list[tuple[str, str]]:
     """``n`` (prompt, answer) pairs: negative reviews with the trigger, labelled positive."""
     rng = random.Random(seed)
     negatives = [r for r in reviews if r.label == 0]
     out = []
     for i in range(n):
         review = negatives[i % len(negatives)]
-        out.append((review.prompt(rng.randint(0, len(review.words))), LABELS[1]))
+        out.append((review.prompt(rng.randint(0, len(review.words)), trigger), LABELS[1]))
     return out
 
 
