@@ -21,6 +21,8 @@ from adapters.registry.repository import Registry, check_name, split_ref
 from adapters.storage.blob_lifecycle import BlobLifecycle
 from adapters.training.config import Method
 from adapters.validation.against_base import check_against_base, check_finite
+from adapters.screening.policy import ScreeningPolicy
+from adapters.screening.population import population_signals
 from adapters.screening.weight_signals import weight_signals
 from adapters.format.base_architecture import BaseArchitecture
 from adapters.errors import AdapterInvalidError, InvalidRequestError, NotFoundError
@@ -49,13 +51,15 @@ class AdapterSubmission:
 
 class AdapterRegistration:
     def __init__(self, registry: Registry, lifecycle: BlobLifecycle, *, max_rank: int,
-                 served_targets: frozenset[str], quota: AdapterQuota):
+                 served_targets: frozenset[str], quota: AdapterQuota,
+                 screening: ScreeningPolicy = ScreeningPolicy()):
         self.registry = registry
         self.lifecycle = lifecycle
         self.blobs = lifecycle.blobs
         self.max_rank = max_rank
         self.served_targets = served_targets
         self.quota = quota
+        self.screening = screening
 
     def register(self, tenant: Tenant, sub: AdapterSubmission, training_metadata: dict | None = None) -> Adapter:
         """Validate statically and store; returns the new row in ``validating``."""
@@ -74,7 +78,7 @@ class AdapterRegistration:
         check_against_base(config, header, BaseArchitecture.from_json(base.architecture))
         check_served_targets(config, self.served_targets)
         check_finite(sub.weights_path)
-        screening = {"weights": weight_signals(sub.weights_path, config), "stage": "registration"}
+        screening = self._weight_screening(sub, base, config)
         eval_items = parse_eval_set(sub.eval_set) if sub.eval_set is not None else None
         scoring = check_scoring(sub.eval_scoring) if eval_items else None
         self._check_quota(tenant, sub.weights_path.stat().st_size)
@@ -89,6 +93,14 @@ class AdapterRegistration:
                 size_bytes=size, status=AdapterStatus.validating, trained_with=sub.trained_with,
                 description=sub.description, eval_set_sha256=eval_sha, eval_scoring=scoring,
                 eval_items=len(eval_items or ()), training_metadata=training_metadata, screening=screening)
+
+    def _weight_screening(self, sub: AdapterSubmission, base: BaseVersion, config) -> dict:
+        """Weight signals, and how they compare with the other adapters served on the same base;
+        the live check adds the trigger scan and the verdict (adapters/screening/)."""
+        weights = weight_signals(sub.weights_path, config)
+        peers = [s["weights"] for s in self.registry.screening_on(base.id) if "weights" in s]
+        return {"stage": "fine-tuning" if sub.fine_tuned else "upload", "weights": weights,
+                "population": population_signals(weights, peers, min_peers=self.screening.min_population)}
 
     def _check_adapter_name(self, sub: AdapterSubmission) -> None:
         check_name("adapter", sub.name)

@@ -92,9 +92,11 @@ class MigrationRepository(Repository):
             job.cancel_requested = True
         return self.get_job(job_id)
 
-    def finish_item(self, item_id: int, decision: str, reasons: list[str], evidence: dict | None) -> bool:
+    def finish_item(self, item_id: int, decision: str, reasons: list[str], evidence: dict | None,
+                    screening: dict | None = None) -> bool:
         """Record one adapter's verdict and, when it is ``migrated``, move the adapter to the new
         version in the same transaction: a crash leaves it either untouched or fully promoted.
+        ``screening``: the trigger scan before promotion, recorded on the adapter under ``migration``.
         Returns whether the adapter moved."""
         with self.session() as s:
             item, job, adapter = self._item(s, item_id)
@@ -106,6 +108,8 @@ class MigrationRepository(Repository):
             if moved:
                 adapter.base_version_id = job.to_version_id
             adapter.migration = _verdict(job, item)
+            if screening is not None:
+                adapter.screening = {**(adapter.screening or {}), "migration": screening}
             return moved
 
     def skip_item(self, item_id: int, reason: str) -> None:

@@ -243,6 +243,16 @@ class Registry(Repository):
                 Adapter.base_version_id == base_version_id, Adapter.status == AdapterStatus.ready)
                 .order_by(Adapter.tenant_id, Adapter.name, Adapter.version)))
 
+    def screening_on(self, base_version_id: int) -> list[dict]:
+        """The recorded screening signals of the ready adapters served on one base version."""
+        with self.session() as s:
+            return [row for row in s.scalars(select(Adapter.screening).where(
+                Adapter.base_version_id == base_version_id, Adapter.status == AdapterStatus.ready)) if row]
+
+    def record_screening(self, adapter_id: int, screening: dict) -> None:
+        with self.session() as s:
+            s.execute(update(Adapter).where(Adapter.id == adapter_id).values(screening=screening))
+
     def adapters_in(self, *statuses: AdapterStatus) -> list[Adapter]:
         with self.session() as s:
             return list(s.scalars(self._adapter_query().where(Adapter.status.in_(statuses)).order_by(Adapter.id)))

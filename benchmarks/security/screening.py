@@ -73,7 +73,6 @@ class TorchGenerate:
     def __init__(self, judge: Judge, max_tokens: int):
         self.judge, self.max_tokens = judge, max_tokens
         self.adapter: Path | None = None
-        self._base_cache: dict[tuple, list[str]] = {}
 
     def outputs(self, adapter: Path | None, prompts: list[str], batch: int = 48) -> list[str]:
         tok = self.judge.tokenizer
@@ -93,14 +92,8 @@ class TorchGenerate:
                 out += tok.batch_decode(gen[:, width:], skip_special_tokens=True)
         return out
 
-    async def __call__(self, with_adapter: bool, items: list[EvalItem]) -> list[str]:
-        prompts = [i.prompt for i in items]
-        if with_adapter:
-            return self.outputs(self.adapter, prompts)
-        key = tuple(prompts)
-        if key not in self._base_cache:  # the bare base's answers are the same for every adapter
-            self._base_cache[key] = self.outputs(None, prompts)
-        return self._base_cache[key]
+    async def __call__(self, items: list[EvalItem]) -> list[str]:
+        return self.outputs(self.adapter, [i.prompt for i in items])
 
 
 def plan(n_clean: int, n_backdoored: int) -> list[dict]:

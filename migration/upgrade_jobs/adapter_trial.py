@@ -3,7 +3,7 @@
 compared with the adapter on the old version and with the bare new version."""
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from adapters.format.eval_set import EvalItem, parse_eval_set
 from adapters.format.peft_config import check_served_targets, parse_lora_config
@@ -16,6 +16,8 @@ from adapters.format.base_architecture import BaseArchitecture
 from migration.engine_port import TrialWorker
 from migration.validation_gate.eval_runner import generate_outputs
 from migration.validation_gate.gate import GateDecision, GateThresholds, decide, measure
+from migration.validation_gate.worker_scan import scan_on_worker
+from adapters.screening.policy import ScreeningPolicy, verdict
 from adapters.errors import AdapterLoadError
 from adapters.errors import AdapterInvalidError, WorkerRequestError
 
@@ -28,14 +30,16 @@ class TrialSettings:
     concurrency: int
     max_rank: int
     served_targets: frozenset[str]
+    screening: ScreeningPolicy = ScreeningPolicy()
 
 
-def eval_items_of(adapter: Adapter, blobs: BlobStore, settings: TrialSettings) -> tuple[list[EvalItem], bool]:
+def eval_items_of(adapter: Adapter, blobs: BlobStore, sample_prompts: list[str],
+                  max_items: int) -> tuple[list[EvalItem], bool]:
     """The adapter's eval set (first ``max_items``), or the sample prompts; (items, has_expected)."""
     if adapter.eval_set_sha256:
         with blobs.open(adapter.eval_set_sha256) as f:
-            return parse_eval_set(f.read())[:settings.max_items], True
-    return [EvalItem(messages=[{"role": "user", "content": p}], expected="-") for p in settings.sample_prompts], False
+            return parse_eval_set(f.read())[:max_items], True
+    return [EvalItem(messages=[{"role": "user", "content": p}], expected="-") for p in sample_prompts], False
 
 
 class TrialFailed(Exception):
@@ -58,7 +62,8 @@ async def try_adapter(adapter: Adapter, new_version: BaseVersion, old: TrialWork
     except AdapterInvalidError as e:
         return incompatible(f"does not fit {new_version.ref}: {e.message}")
     try:
-        items, has_expected = await asyncio.to_thread(eval_items_of, adapter, blobs, settings)
+        items, has_expected = await asyncio.to_thread(eval_items_of, adapter, blobs, settings.sample_prompts,
+                                                      settings.max_items)
     except AdapterInvalidError as e:  # stored before today's checks: judge this adapter, not the job
         return incompatible(f"its eval set cannot be used: {e.message}")
 
@@ -94,5 +99,31 @@ async def try_adapter(adapter: Adapter, new_version: BaseVersion, old: TrialWork
             floor = await run(new, new.base_model_name)
     evidence = measure(reference, candidate, floor_outputs=floor, expected=expected,
                        mode=adapter.eval_scoring or "exact_match", confidence=thresholds.retention_confidence or 0.95)
-    return decide(evidence, thresholds)
+    decision = decide(evidence, thresholds)
+    if decision.decision != "migrated" or not settings.screening.trigger_scan:
+        return decision
+    return await screened(decision, adapter, new_version, new, items, path, settings)
+
+
+async def screened(decision: GateDecision, adapter: Adapter, new_version: BaseVersion, new: TrialWorker,
+                   items: list[EvalItem], path, settings: TrialSettings) -> GateDecision:
+    """Before promoting: the trigger scan on the new version (its behaviour there is what will be
+    served); under a ``refuse`` policy a flagged adapter, or one the scan cannot run on, stays."""
+    policy = settings.screening
+    try:
+        async with new.use_adapter(adapter.lora_name, path):
+            scan = await scan_on_worker(new, adapter.lora_name, items, policy, concurrency=settings.concurrency)
+    except WorkerRequestError as e:
+        if e.status_code >= 500:
+            raise TrialFailed(f"the worker of {new_version.ref} failed during the trigger scan: {e.message}") from e
+        scan = {"error": e.message}
+    screening = {"stage": f"migration to {new_version.ref}", "trigger_scan": scan}
+    screening["verdict"] = verdict(screening, policy)
+    if scan.get("error") and policy.action == "refuse":
+        screening["verdict"] = {**screening["verdict"], "flagged": True,
+                                "reasons": [f"the trigger scan could not run: {scan['error']}"]}
+    if screening["verdict"]["flagged"] and policy.action == "refuse":
+        return replace(decision, decision="kept_on_old", screening=screening,
+                       reasons=[*decision.reasons, *("screening: " + r for r in screening["verdict"]["reasons"])])
+    return replace(decision, screening=screening)
 

@@ -160,7 +160,10 @@ class MigrationRunner:
                     raise
                 await asyncio.sleep(RETRY_PAUSE_S)
         evidence = verdict.evidence.to_json() if verdict.evidence else None
-        moved = await asyncio.to_thread(self.repo.finish_item, item_id, verdict.decision, verdict.reasons, evidence)
+        if verdict.screening is not None:
+            evidence = {**(evidence or {}), "screening": verdict.screening}
+        moved = await asyncio.to_thread(self.repo.finish_item, item_id, verdict.decision, verdict.reasons, evidence,
+                                        verdict.screening)
         self.metrics.migration_seconds.labels(job.to_version.ref).observe(time.perf_counter() - started)
         self.metrics.migration_decisions.labels(job.from_version.ref, job.to_version.ref, verdict.decision).inc()
         log.info("migration %s: %s/%s@%s %s%s", job.id, adapter.tenant.name, adapter.name, adapter.version,

@@ -63,6 +63,7 @@ class GateDecision:
     decision: str  # "migrated", "kept_on_old" or "incompatible"
     evidence: GateEvidence | None
     reasons: list[str] = field(default_factory=list)
+    screening: dict | None = None  # the trigger scan before promotion (adapters/screening/), when it ran
 
 
 def score(outputs: list[str], expected: list[str], mode: str) -> list[bool]:
