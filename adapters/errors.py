@@ -6,16 +6,21 @@ files can raise them without importing FastAPI.
 
 
 class PeftServeError(Exception):
-    """Base of every error the API reports on purpose."""
+    """Base of every error the API reports on purpose. ``retryable``: whether the same request may
+    succeed later (told to clients, whose retry logic otherwise guesses from the status); None = no advice."""
 
     code: str = "error"
+    retryable: bool | None = None
 
-    def __init__(self, message: str, *, code: str | None = None, param: str | None = None):
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None,
+                 retryable: bool | None = None):
         super().__init__(message)
         self.message = message
         self.param = param
         if code is not None:
             self.code = code
+        if retryable is not None:
+            self.retryable = retryable
 
 
 class AuthenticationError(PeftServeError):
@@ -41,7 +46,10 @@ class InvalidRequestError(PeftServeError):
 
 
 class ConflictError(PeftServeError):
+    """A name taken, a job in the wrong state: asking again changes nothing unless said otherwise."""
+
     code = "conflict"
+    retryable = False
 
 
 class AdapterInvalidError(PeftServeError):
@@ -59,11 +67,16 @@ class UnsupportedMediaTypeError(PeftServeError):
 
 
 class QuotaExceededError(PeftServeError):
-    code = "quota_exceeded"
+    """A tenant's stored adapters or bytes are at their limit: not a rate, so never worth retrying."""
+
+    code = "insufficient_quota"
+    retryable = False
 
 
 class RateLimitError(PeftServeError):
     """Too much at once (requests in flight); retrying later succeeds."""
+
+    retryable = True
 
 
 class WorkerUnavailableError(PeftServeError):

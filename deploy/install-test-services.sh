@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Installs the servers the test suite starts on its own (never as system services):
-# PostgreSQL, from Debian's packages, when no initdb is on the machine.
+# Installs what the test suite starts on its own (never as system services), from Debian's
+# packages when missing: PostgreSQL (registry tests) and Chromium (the console's browser tests,
+# driven by Playwright at /usr/bin/chromium: Playwright's own browser download needs a network
+# these machines do not have).
 set -euo pipefail
-if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
-  echo "peftserve install: postgresql (Debian package) for the registry tests" >&2
+missing=()
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "peftserve install: ${missing[*]} (Debian packages) for the tests" >&2
   sudo_cmd=()
   [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
   "${sudo_cmd[@]}" apt-get update -q
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q postgresql
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
 # The Compose specification's JSON schema (no Docker engine runs here, so docker-compose.yml is

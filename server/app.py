@@ -24,7 +24,8 @@ from adapters.storage.blob_store import BlobStore, LocalBlobStore
 from adapters.storage.s3_blob_store import S3BlobStore
 from adapters.storage.materialize import AdapterMaterializer
 from server.adapters_api.api_router import router as adapters_router
-from server.adapters_api.live_check import LiveCheck
+from server.adapters_api.live_check import LiveCheck, LiveScreening
+from server.console.router import router as console_router
 from server.adapters_api.placement import AdapterPlacement
 from server.adapters_api.service import AdapterService
 from server.admin.api_router import router as admin_router
@@ -93,9 +94,11 @@ def build_services(settings: Settings) -> Services:
     served_targets = frozenset(settings.lora_target_modules)
     lifecycle = BlobLifecycle(blobs, BlobReferences(sessions), grace_s=settings.blob_grace_s)
     registration = AdapterRegistration(registry, lifecycle, max_rank=settings.max_lora_rank,
-                                       served_targets=served_targets, quota=quota)
+                                       served_targets=served_targets, quota=quota, screening=settings.screening)
     live_check = LiveCheck(registry, pool, materializer, registration, settings.worker_startup_timeout_s,
-                           lease_s=settings.live_check_lease_s)
+                           lease_s=settings.live_check_lease_s,
+                           screening=LiveScreening(settings.screening, settings.migration_sample_prompts,
+                                                   settings.migration_eval_concurrency))
     limits = RequestLimits(max_choices=settings.request_max_choices,
                            max_generated_tokens=settings.request_max_generated_tokens,
                            context_tokens=settings.worker_max_model_len)
@@ -116,7 +119,7 @@ def build_services(settings: Settings) -> Services:
     trial_settings = TrialSettings(
         sample_prompts=settings.migration_sample_prompts, max_tokens=settings.migration_eval_max_tokens,
         max_items=settings.migration_eval_max_items, concurrency=settings.migration_eval_concurrency,
-        max_rank=settings.max_lora_rank, served_targets=served_targets)
+        max_rank=settings.max_lora_rank, served_targets=served_targets, screening=settings.screening)
     migration_runner = MigrationRunner(migrations, registry, served, blobs, materializer, trial_settings, metrics,
                                        owner=owner, lease_s=settings.job_lease_s,
                                        on_change=serving.forget_resolutions)
@@ -170,6 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(fine_tuning_router)
     app.include_router(admin_router)
     app.include_router(migrations_router)
+    app.include_router(console_router)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict:

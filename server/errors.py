@@ -30,7 +30,7 @@ ERROR_TABLE: dict[type[PeftServeError], tuple[int, str]] = {
     AdapterInvalidError: (422, "invalid_request_error"),
     PayloadTooLargeError: (413, "invalid_request_error"),
     UnsupportedMediaTypeError: (415, "invalid_request_error"),
-    QuotaExceededError: (429, "rate_limit_error"),
+    QuotaExceededError: (429, "insufficient_quota"),  # OpenAI's type for an exhausted quota
     RateLimitError: (429, "rate_limit_error"),
     WorkerUnavailableError: (503, "service_unavailable_error"),
     WorkerRequestError: (400, "invalid_request_error"),
@@ -53,7 +53,9 @@ def error_body(message: str, kind: str, code: str | None, param: str | None = No
 
 def error_response(error: PeftServeError) -> JSONResponse:
     status, kind = status_for(error)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if error.retryable is not None:  # the openai client obeys it before guessing from the status (429, 409: retry)
+        headers["x-should-retry"] = "true" if error.retryable else "false"
     return JSONResponse(
         error_body(error.message, kind, error.code, error.param), status_code=status, headers=headers
     )

@@ -55,6 +55,8 @@ class GatewayMetrics:
                                        ("worker",), registry=r)
         self.migration_decisions = Counter("peftserve_migration_decisions_total", "Adapters judged by migration "
                                            "jobs", ("from_version", "to_version", "decision"), registry=r)
+        self.screening_flagged = Counter("peftserve_screening_flagged_total", "Adapters the backdoor screening "
+                                         "flagged (docs/SECURITY.md)", ("stage", "action"), registry=r)
         self.migration_seconds = Histogram("peftserve_migration_adapter_seconds", "Time to judge one adapter in a "
                                            "migration job", ("to_version",), buckets=LATENCY_BUCKETS, registry=r)
 

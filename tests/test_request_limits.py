@@ -100,6 +100,7 @@ def test_one_tenants_requests_in_flight_are_bounded_and_others_unaffected(gatewa
             refused = complete(n)
             assert refused.status_code == 429, refused.text
             assert refused.json()["error"]["code"] == "too_many_concurrent_requests"
+            assert refused.headers["x-should-retry"] == "true"  # unlike a full quota: later it succeeds
             assert complete(q).status_code == 200  # another tenant is not affected
             held.pop()()
             assert complete(n).status_code == 200

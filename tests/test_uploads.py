@@ -7,6 +7,7 @@ import threading
 import time
 
 import httpx
+import openai
 import pytest
 
 from tests.adapter_archives import bad_archives, good_tar_gz, good_zip
@@ -195,6 +196,15 @@ def test_adapter_count_quota(gateway, lora_factory):
         assert upload(gateway, key, f"q{i}", files).status_code == 201
     over = upload(gateway, key, "one-too-many", files)
     assert over.status_code == 429 and over.json()["error"]["code"] == "adapter_count_quota"
+    assert over.json()["error"]["type"] == "insufficient_quota" and over.headers["x-should-retry"] == "false"
+    # The official client retries a 429 by default; a full quota is not a rate, so it must not.
+    sent = []
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=2,
+                           http_client=httpx.Client(event_hooks={"request": [sent.append]}))
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.post("/adapters", cast_to=object, body={"name": "one-too-many"}, files=[("file", f) for f in files],
+                    options={"headers": {"Content-Type": "multipart/form-data"}})
+    assert refused.value.code == "adapter_count_quota" and len(sent) == 1
     with gateway.client(key) as c:
         assert c.delete("/v1/adapters/q0").status_code == 200
     assert upload(gateway, key, "fits-again", files).status_code == 201

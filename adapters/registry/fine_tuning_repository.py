@@ -8,7 +8,7 @@ from sqlalchemy.orm import joinedload
 from adapters.registry.models import (TERMINAL_JOB_STATES, BaseVersion, FileStatus, FineTuningEvent, FineTuningJob,
                                       JobStatus, StoredFile, utcnow)
 from adapters.registry.repository import Repository
-from adapters.errors import NotFoundError
+from adapters.errors import ConflictError, NotFoundError
 
 
 def new_id(prefix: str) -> str:
@@ -92,10 +92,40 @@ class FineTuningRepository(Repository):
         if job.status not in TERMINAL_JOB_STATES:
             with self.session() as s:
                 s.execute(update(FineTuningJob).where(FineTuningJob.id == job_id).values(cancel_requested=True))
-                if job.status in (JobStatus.queued, JobStatus.validating_files):
+                if job.status in (JobStatus.queued, JobStatus.validating_files, JobStatus.paused):
                     s.execute(update(FineTuningJob).where(FineTuningJob.id == job_id)
                               .values(status=JobStatus.cancelled, finished_at=utcnow()))
                     s.add(FineTuningEvent(job_id=job_id, message="Job cancelled before it started"))
+        return self.get_job(job_id)
+
+    def request_pause(self, job_id: str, tenant_id: int) -> FineTuningJob:
+        """A queued job is paused at once; a running one at its next step, after a checkpoint."""
+        job = self.get_job(job_id, tenant_id)
+        if job.status in TERMINAL_JOB_STATES:
+            raise ConflictError(f"fine-tuning job {job_id} is {job.status.value}; only a queued or running job can "
+                                "be paused", code="job_not_pausable")
+        with self.session() as s:  # compare-and-set: a runner may claim the queued job meanwhile
+            waiting = s.execute(update(FineTuningJob).where(
+                FineTuningJob.id == job_id, FineTuningJob.status.in_((JobStatus.queued, JobStatus.validating_files)))
+                .values(status=JobStatus.paused)).rowcount
+            if waiting:
+                s.add(FineTuningEvent(job_id=job_id, message="Job paused before it started"))
+            else:
+                s.execute(update(FineTuningJob).where(FineTuningJob.id == job_id, FineTuningJob.status == JobStatus.running)
+                          .values(pause_requested=True))
+        return self.get_job(job_id)
+
+    def request_resume(self, job_id: str, tenant_id: int) -> FineTuningJob:
+        job = self.get_job(job_id, tenant_id)
+        with self.session() as s:
+            resumed = s.execute(update(FineTuningJob).where(
+                FineTuningJob.id == job_id, FineTuningJob.status == JobStatus.paused)
+                .values(status=JobStatus.queued, pause_requested=False, claimed_by=None)).rowcount
+            if resumed:
+                s.add(FineTuningEvent(job_id=job_id, message="Job resumed: it continues from its last checkpoint"))
+        if not resumed and job.status != JobStatus.queued:
+            raise ConflictError(f"fine-tuning job {job_id} is {job.status.value}; only a paused job can be resumed",
+                                code="job_not_paused")
         return self.get_job(job_id)
 
     def add_event(self, job_id: str, message: str, *, level: str = "info", data: dict | None = None) -> None:

@@ -118,7 +118,7 @@ class Adapter(Base):
     eval_items: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # How it was trained (fine-tuning job id, method, hyperparameters), when trained here.
     training_metadata: Mapped[dict | None] = mapped_column(JSON, nullable=True)
-    # Signals recorded for backdoor screening (adapters/screening/weight_signals.py); not judged yet.
+    # Backdoor screening: weight signals, trigger scan, verdict (adapters/screening/, docs/SECURITY.md).
     screening: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
@@ -174,6 +174,7 @@ class JobStatus(str, enum.Enum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    paused = "paused"  # stopped at a checkpoint by its tenant; resuming queues it again
 
 
 TERMINAL_JOB_STATES = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
@@ -197,6 +198,7 @@ class FineTuningJob(LeasedJob, Base):
     fine_tuned_model: Mapped[str | None] = mapped_column(String(160), nullable=True)
     trained_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+    pause_requested: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -207,7 +207,8 @@ class Registry(Repository):
                     return row
             except IntegrityError:
                 continue
-        raise ConflictError(f"adapter {name!r} is being registered concurrently; try again", code="adapter_conflict")
+        raise ConflictError(f"adapter {name!r} is being registered concurrently; try again", code="adapter_conflict",
+                            retryable=True)
 
     def _adapter_query(self):
         return select(Adapter).options(

@@ -184,6 +184,8 @@ def train(base_dir: Path, examples: list[TokenizedExample], config: TrainingConf
     started = time.perf_counter()
     while step < steps:
         if cancel is not None and cancel.is_set():
+            if step and method.can_checkpoint(step):  # a pause resumes from here (a cancel discards it)
+                _save_checkpoint(run, step, ckpt)
             raise TrainingCancelled()
         if method.restructure_due(step):
             run.restructured(method.restructure(run.model), step)

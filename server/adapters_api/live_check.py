@@ -4,16 +4,20 @@ picked up again in the background until it can."""
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from adapters.registration import AdapterRegistration
+from adapters.screening.policy import ScreeningPolicy, verdict
+from migration.upgrade_jobs.adapter_trial import eval_items_of
+from migration.validation_gate.worker_scan import scan_on_worker
 from adapters.registry.models import Adapter, AdapterStatus, utcnow
 from adapters.registry.repository import Registry
 from adapters.storage.materialize import AdapterMaterializer
 from server.engine.pool import WorkerPool
 from adapters.errors import AdapterLoadError
 from server.engine.worker_process import WorkerState
-from adapters.errors import WorkerUnavailableError
+from adapters.errors import WorkerRequestError, WorkerUnavailableError
 
 log = logging.getLogger(__name__)
 PROBE = {"prompt": "Hello", "max_tokens": 4, "temperature": 0}
@@ -22,9 +26,18 @@ REMOVE_WAIT_S = 60.0
 MAX_INTERNAL_FAILURES = 5  # worker failures (5xx, no answer) while checking one adapter before giving up
 
 
+@dataclass(frozen=True)
+class LiveScreening:
+    """The trigger scan at the end of the live check (adapters/screening/)."""
+    policy: ScreeningPolicy
+    sample_prompts: list[str]  # scanned when the adapter has no eval set
+    concurrency: int
+
+
 class LiveCheck:
     def __init__(self, registry: Registry, pool: WorkerPool, materializer: AdapterMaterializer,
-                 registration: AdapterRegistration, startup_timeout_s: float, *, lease_s: float = 300.0):
+                 registration: AdapterRegistration, startup_timeout_s: float, *, lease_s: float = 300.0,
+                 screening: LiveScreening = LiveScreening(ScreeningPolicy(), ["Hello"], 4)):
         self.registry = registry
         self.startup_timeout_s = startup_timeout_s
         self.pool = pool
@@ -33,6 +46,7 @@ class LiveCheck:
         self._pending: asyncio.Task | None = None
         self.lease_s = lease_s  # a check untouched this long may be claimed again
         self._internal_failures: dict[int, int] = {}  # adapter id -> worker failures while checking it
+        self.screening = screening
 
     async def run(self, adapter: Adapter) -> Adapter:
         """Return the adapter as ``ready`` or ``rejected``; raise WorkerUnavailableError if no
@@ -63,22 +77,27 @@ class LiveCheck:
             with slot.request():
                 async with slot.residency.use(adapter.lora_name, path):
                     resp = await slot.worker.client.post("/v1/completions", {"model": adapter.lora_name, **PROBE})
-            if resp.status_code == 404:  # the worker lost it (restarted, or a delete elsewhere): not its fault
-                slot.residency.forget(adapter.lora_name)
-                raise AdapterLoadError("the worker no longer knew the adapter during the check", status_code=None)
-            if resp.status_code != 200 or not resp.json()["usage"]["completion_tokens"]:
-                raise AdapterLoadError(f"generation failed: {resp.status_code} {resp.text[:300]}",
-                                       status_code=resp.status_code)
+                    if resp.status_code == 404:  # the worker lost it (restarted, or a delete elsewhere): not its fault
+                        slot.residency.forget(adapter.lora_name)
+                        raise AdapterLoadError("the worker no longer knew the adapter during the check",
+                                               status_code=None)
+                    if resp.status_code != 200 or not resp.json()["usage"]["completion_tokens"]:
+                        raise AdapterLoadError(f"generation failed: {resp.status_code} {resp.text[:300]}",
+                                               status_code=resp.status_code)
+                    screening = await self._screen(adapter, slot)
         except AdapterLoadError as e:
             if e.internal:  # the worker's failure, not the adapter's: check again later
                 return await self._internal_failure(adapter, e)
-            reason = f"live check failed on {adapter.base_version.ref}: {e}"
-            rejected = await asyncio.to_thread(self.registry.transition, adapter.id, AdapterStatus.rejected, reason,
-                                               expect=(AdapterStatus.validating,))
-            if rejected is None:  # deleted meanwhile: the delete released what it held
-                return await asyncio.to_thread(self.registry.get_adapter, adapter.id)
-            await asyncio.to_thread(self.registration.release_blobs, rejected)
-            return rejected
+            return await self._reject(adapter, f"live check failed on {adapter.base_version.ref}: {e}")
+        await asyncio.to_thread(self.registry.record_screening, adapter.id, screening)
+        if screening["verdict"]["flagged"]:
+            self.pool.metrics.screening_flagged.labels(screening.get("stage", "upload"),
+                                                       self.screening.policy.action).inc()
+            log.warning("screening flagged adapter %s (%s/%s): %s", adapter.id, adapter.tenant.name, adapter.name,
+                        "; ".join(screening["verdict"]["reasons"]))
+            if self.screening.policy.action == "refuse":
+                return await self._reject(adapter, "refused by the backdoor screening: "
+                                          + "; ".join(screening["verdict"]["reasons"]))
         ready = await asyncio.to_thread(self.registry.transition, adapter.id, AdapterStatus.ready,
                                         expect=(AdapterStatus.validating,))
         if ready is not None:
@@ -90,6 +109,35 @@ class LiveCheck:
             except WorkerUnavailableError:
                 pass
         return now
+
+    async def _reject(self, adapter: Adapter, reason: str) -> Adapter:
+        rejected = await asyncio.to_thread(self.registry.transition, adapter.id, AdapterStatus.rejected, reason,
+                                           expect=(AdapterStatus.validating,))
+        if rejected is None:  # deleted meanwhile: the delete released what it held
+            return await asyncio.to_thread(self.registry.get_adapter, adapter.id)
+        await asyncio.to_thread(self.registration.release_blobs, rejected)
+        return rejected
+
+    async def _screen(self, adapter: Adapter, slot) -> dict:
+        """The recorded weight signals plus the trigger scan (the adapter is resident on ``slot``),
+        and the policy's verdict. A scan that cannot run is recorded; ``refuse`` then refuses."""
+        policy = self.screening.policy
+        screening = dict(adapter.screening or {})
+        if policy.trigger_scan:
+            try:
+                items, _ = await asyncio.to_thread(eval_items_of, adapter, self.registration.blobs,
+                                                   self.screening.sample_prompts, policy.scan_items)
+                screening["trigger_scan"] = await scan_on_worker(slot, adapter.lora_name, items, policy,
+                                                                 concurrency=self.screening.concurrency)
+            except WorkerRequestError as e:
+                if e.status_code >= 500:  # the worker's failure: check again later
+                    raise AdapterLoadError(f"the trigger scan failed: {e.message}", status_code=e.status_code) from e
+                screening["trigger_scan"] = {"error": e.message.replace(adapter.lora_name, adapter.name)}
+        screening["verdict"] = verdict(screening, policy)
+        if "error" in screening.get("trigger_scan", {}) and policy.action == "refuse":
+            screening["verdict"].update(flagged=True, reasons=[
+                f"the trigger scan could not run: {screening['trigger_scan']['error']}"])
+        return screening
 
     async def _internal_failure(self, adapter: Adapter, error: AdapterLoadError) -> Adapter:
         failures = self._internal_failures[adapter.id] = self._internal_failures.get(adapter.id, 0) + 1

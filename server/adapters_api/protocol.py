@@ -34,7 +34,10 @@ class AdapterPublic(BaseModel):
     eval_scoring: str | None
     training_metadata: dict | None = None
     screening: dict | None = None
-    """Signals recorded for backdoor screening (weight statistics of dW = B A); recorded, not judged."""
+    """Backdoor screening (docs/SECURITY.md): weight statistics of dW = B A and their place among the
+    base's adapters, the behavioural trigger scan, and the deployment policy's verdict."""
+    warnings: list[str] = []
+    """The screening's reasons when it flagged the adapter under a ``warn`` policy (or ``refuse``)."""
     created_at: datetime
     updated_at: datetime
 
@@ -48,8 +51,15 @@ class AdapterPublic(BaseModel):
             rank=a.rank, lora_alpha=a.lora_alpha, target_modules=a.target_modules, sha256=a.weights_sha256,
             size_bytes=a.size_bytes, trained_with=a.trained_with, description=a.description,
             eval_items=a.eval_items, eval_scoring=a.eval_scoring,
-            training_metadata=a.training_metadata, screening=a.screening, created_at=a.created_at,
-            updated_at=a.updated_at)
+            training_metadata=a.training_metadata, screening=a.screening, warnings=screening_warnings(a.screening),
+            created_at=a.created_at, updated_at=a.updated_at)
+
+
+def screening_warnings(screening: dict | None) -> list[str]:
+    """Every recorded verdict (upload or fine-tuning, a migration's) that flagged it under warn/refuse."""
+    verdicts = [(screening or {}).get("verdict"), ((screening or {}).get("migration") or {}).get("verdict")]
+    return [f"backdoor screening: {r}" for v in verdicts if v and v["flagged"] and v["action"] != "record"
+            for r in v["reasons"]]
 
 
 class AdapterVersions(BaseModel):

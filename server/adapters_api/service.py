@@ -53,8 +53,11 @@ class AdapterService:
             raise ConflictError(f"adapter {checked.name}@{checked.version} was deleted while its upload was being "
                                 "checked", code="adapter_deleted")
         if checked.status == AdapterStatus.rejected:
+            verdict = (checked.screening or {}).get("verdict") or {}
+            refused = verdict.get("flagged") and verdict.get("action") == "refuse"
             raise AdapterInvalidError(f"adapter {checked.name}@{checked.version} was rejected: "
-                                      f"{checked.status_reason}", code="live_check_failed")
+                                      f"{checked.status_reason}",
+                                      code="screening_refused" if refused else "live_check_failed")
         return checked, True
 
     async def list_for(self, tenant: Tenant) -> list[Adapter]:

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from server.cli.command_output import JsonOpt, UrlOpt, admin_call, emit, fail, make_table
+from server.cli.command_output import Col, JsonOpt, UrlOpt, WideOpt, admin_call, emit, emit_table, fail, make_table
 from server.settings import Settings
 
 
@@ -73,8 +73,15 @@ def adapter_upload(
 
 @adapter_app.command("list")
 def adapter_list(tenant: Annotated[str, typer.Option(help="Tenant name.")], url: UrlOpt = None,
-                 as_json: JsonOpt = False) -> None:
+                 as_json: JsonOpt = False, wide: WideOpt = False) -> None:
     """List a tenant's adapters, every version."""
     rows = admin_call(url, as_json, "GET", f"/admin/tenants/{tenant}/adapters")
-    emit(as_json, {"adapters": rows},
-          make_table(f"adapters of {tenant}", rows, ["name", "version", "status", "base_model", "base_version", "rank"]))
+    shown = [{**r, "screening": _verdict_word(r), "reason": r.get("status_reason") or ""} for r in rows]
+    columns = [Col("name"), Col("version"), Col("status"), Col("base_version", drop=2), Col("rank", drop=3),
+               Col("screening", drop=1), Col("base_model", drop=4), Col("reason", wrap=True)]
+    emit_table(as_json, {"adapters": rows}, make_table(f"adapters of {tenant}", shown, columns, wide=wide), wide)
+
+
+def _verdict_word(adapter: dict) -> str:
+    verdict = (adapter.get("screening") or {}).get("verdict") or {}
+    return "flagged" if verdict.get("flagged") else ("clear" if verdict else "")

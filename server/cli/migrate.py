@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from server.cli.command_output import JsonOpt, UrlOpt, admin_call, console, emit, make_table
+from server.cli.command_output import (Col, JsonOpt, UrlOpt, WideOpt, admin_call, console, emit, emit_table,
+                                      make_table)
 
 migrate_app = typer.Typer(help="Base-model upgrades: migrate adapters to a new base version.", no_args_is_help=True)
 
@@ -21,7 +22,13 @@ def _summary(job: dict) -> str:
             f"{p['incompatible']} incompatible, {p.get('errors', 0)} not judged, {p['skipped']} skipped of {p['total']}")
 
 
-def _items_table(job: dict):
+# At 80 columns: who, what was decided, where it is served and why; the scores as room allows.
+ITEM_COLUMNS = [Col("adapter"), Col("decision"), Col("served on", drop=1), Col("cand", drop=2), Col("ref", drop=2),
+                Col("retention (lower)", drop=3), Col("floor", drop=4), Col("gain kept", drop=4), Col("agree", drop=5),
+                Col("trained", drop=6), Col("reasons", wrap=True)]
+
+
+def _items_table(job: dict, wide: bool = False, width: int | None = None):
     rows = []
     for i in job["items"]:
         e = i["evidence"] or {}
@@ -32,9 +39,7 @@ def _items_table(job: dict):
                      "retention (lower)": _retention(e),
                      "gain kept": pct(e.get("gain_kept")), "agree": pct(e.get("agreement")),
                      "served on": i["served_on"], "reasons": "; ".join(i["reasons"])})
-    columns = ["adapter", "trained", "decision", "ref", "floor", "cand", "retention (lower)", "gain kept", "agree",
-               "served on", "reasons"]
-    return make_table(_summary(job), rows, columns)
+    return make_table(_summary(job), rows, ITEM_COLUMNS, wide=wide, width=width)
 
 
 def _retention(evidence: dict) -> str:
@@ -67,21 +72,23 @@ def migrate_start(
     wait: Annotated[bool, typer.Option(help="Show progress until the job ends, then its report.")] = True,
     url: UrlOpt = None,
     as_json: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """Move every ready adapter of the old version (or a selection) to the new one, validating each."""
     body = {"base_model": base, "to_version": to_version, "from_version": from_version, "tenants": tenant or None,
             "adapters": adapter or None}
     job = admin_call(url, as_json, "POST", "/admin/migrations", json=body)
-    if wait:
-        job = _watch(url, as_json, job)
-    emit(as_json, job, _items_table(job) if wait else _summary(job))
+    if not wait:
+        return emit(as_json, job, _summary(job))
+    job = _watch(url, as_json, job)
+    emit_table(as_json, job, _items_table(job, wide), wide)
 
 
 @migrate_app.command("show")
-def migrate_show(job_id: str, url: UrlOpt = None, as_json: JsonOpt = False) -> None:
+def migrate_show(job_id: str, url: UrlOpt = None, as_json: JsonOpt = False, wide: WideOpt = False) -> None:
     """A job's adapters with their scores, decisions and reasons."""
     job = admin_call(url, as_json, "GET", f"/admin/migrations/{job_id}")
-    emit(as_json, job, _items_table(job))
+    emit_table(as_json, job, _items_table(job, wide), wide)
 
 
 @migrate_app.command("list")

@@ -5,7 +5,8 @@ import asyncio
 from fastapi import APIRouter
 
 from server.deps import FineTuningDep, TenantDep
-from server.fine_tuning.protocol import EventList, EventObject, JobCreate, JobList, JobObject
+from server.fine_tuning.protocol import (CheckpointList, CheckpointObject, EventList, EventObject, JobCreate, JobList,
+                                        JobObject)
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs")
 
@@ -35,6 +36,19 @@ async def cancel_job(job_id: str, tenant: TenantDep, fine_tuning: FineTuningDep)
     return JobObject.of(await asyncio.to_thread(fine_tuning.repo.request_cancel, job_id, tenant.id))
 
 
+@router.post("/{job_id}/pause")
+async def pause_job(job_id: str, tenant: TenantDep, fine_tuning: FineTuningDep) -> JobObject:
+    """A queued job pauses at once, a running one at its next step after saving a checkpoint."""
+    return JobObject.of(await asyncio.to_thread(fine_tuning.repo.request_pause, job_id, tenant.id))
+
+
+@router.post("/{job_id}/resume")
+async def resume_job(job_id: str, tenant: TenantDep, fine_tuning: FineTuningDep) -> JobObject:
+    """Queue a paused job again; it continues from its checkpoint (when its machine has the work
+    folder; docs: checkpoints are local files until they move to the blob store)."""
+    return JobObject.of(await asyncio.to_thread(fine_tuning.repo.request_resume, job_id, tenant.id))
+
+
 @router.get("/{job_id}/events")
 async def list_events(job_id: str, tenant: TenantDep, fine_tuning: FineTuningDep, limit: int = 20,
                       after: str | None = None) -> EventList:
@@ -44,3 +58,12 @@ async def list_events(job_id: str, tenant: TenantDep, fine_tuning: FineTuningDep
         ids = [f"ftevent-{e.id}" for e in events]
         events = events[ids.index(after) + 1:] if after in ids else []
     return EventList(data=[EventObject.of(e) for e in events[:limit]], has_more=len(events) > limit)
+
+
+@router.get("/{job_id}/checkpoints")
+async def list_checkpoints(job_id: str, tenant: TenantDep, fine_tuning: FineTuningDep) -> CheckpointList:
+    """The finished adapter as the job's checkpoint (OpenAI's shape); empty until it succeeded."""
+    job = await asyncio.to_thread(fine_tuning.repo.get_job, job_id, tenant.id)  # 404 for others' jobs
+    final = CheckpointObject.final(job, await asyncio.to_thread(fine_tuning.repo.events, job_id))
+    data = [final] if final else []
+    return CheckpointList(data=data, first_id=final.id if final else None, last_id=final.id if final else None)

@@ -82,3 +82,37 @@ class EventList(BaseModel):
     object: Literal["list"] = "list"
     data: list[EventObject]
     has_more: bool = False
+
+
+class CheckpointObject(BaseModel):
+    """OpenAI's fine-tuning checkpoint: a servable model at a step. Here only the finished
+    adapter is one; the trainer's intermediate checkpoints are resume points, not models."""
+
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: dict[str, float]
+    step_number: int
+
+    @classmethod
+    def final(cls, job: FineTuningJob, events: list[FineTuningEvent]) -> "CheckpointObject | None":
+        """The job's result as its one checkpoint (None until it succeeded); ``events`` newest first."""
+        if job.fine_tuned_model is None or job.finished_at is None:
+            return None
+        last = next((e.data for e in events if e.data and "step" in e.data), None) or {}
+        metrics = {"step": float(last.get("step", 0))}
+        if last.get("train_loss") is not None:
+            metrics["train_loss"] = float(last["train_loss"])
+        return cls(id=f"ftckpt-{job.id}-final", created_at=int(job.finished_at.timestamp()),
+                   fine_tuned_model_checkpoint=job.fine_tuned_model, fine_tuning_job_id=job.id, metrics=metrics,
+                   step_number=int(last.get("step", 0)))
+
+
+class CheckpointList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[CheckpointObject]
+    has_more: bool = False
+    first_id: str | None = None
+    last_id: str | None = None

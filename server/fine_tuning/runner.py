@@ -26,6 +26,7 @@ from server.fine_tuning.service import FineTuningService
 from server.fine_tuning.training_process import train_in_process
 
 log = logging.getLogger(__name__)
+CONTROL_CHECK_S = 0.5  # how often a running job looks for its tenant's cancel or pause (one row read)
 
 
 def adapter_name(job: FineTuningJob) -> str:
@@ -110,6 +111,12 @@ class FineTuningRunner:
         except TrainingCancelled:
             if lost.is_set():
                 return
+            now = await asyncio.to_thread(repo.get_job, job.id)
+            if now.pause_requested and not now.cancel_requested:  # keep the work folder: resume continues it
+                await asyncio.to_thread(self.leases.finish, job.id, self.owner, status=JobStatus.paused,
+                                        pause_requested=False)
+                await asyncio.to_thread(repo.add_event, job.id, "Job paused at its last checkpoint")
+                return
             await self._finish(job, status=JobStatus.cancelled)
             await asyncio.to_thread(repo.add_event, job.id, "Job cancelled")
         except PeftServeError as e:
@@ -130,7 +137,7 @@ class FineTuningRunner:
         training = self.service.read_file(job.tenant_id, job.training_file, "training_file")
         validation = (self.service.read_file(job.tenant_id, job.validation_file, "validation_file")
                       if job.validation_file else None)
-        last_event = [0.0]
+        last_event, last_check = [0.0], [0.0]
 
         def on_progress(p) -> None:
             if lost.is_set():
@@ -141,7 +148,10 @@ class FineTuningRunner:
                 self.repo.add_event(job.id, f"Step {p.step}/{p.total_steps}: training loss={p.loss:.4f}",
                                     data={"step": p.step, "total_steps": p.total_steps, "train_loss": p.loss,
                                           "eta_s": round(p.eta_s, 1)})
-                if self.repo.get_job(job.id).cancel_requested:
+            if now - last_check[0] >= CONTROL_CHECK_S:
+                last_check[0] = now
+                current = self.repo.get_job(job.id)
+                if current.cancel_requested or current.pause_requested:  # both stop at a step, after a checkpoint
                     cancel.set()
 
         work_dir = self.service.work_root / job.id

@@ -32,6 +32,8 @@ class MigrationItemPublic(BaseModel):
     decision: str | None
     reasons: list[str]
     evidence: dict | None
+    """The gate's evidence (migration/validation_gate/gate.py), plus ``screening`` when the trigger
+    scan ran before promotion (adapters/screening/)."""
     served_on: str
 
     @classmethod

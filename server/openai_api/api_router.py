@@ -8,7 +8,9 @@ from adapters.errors import NotFoundError, PermissionDeniedError
 from adapters.registry.repository import split_ref
 from server.deps import AdaptersDep, RegistryDep, ServedDep, ServingDep, TenantDep
 from server.openai_api.model_resolution import model_not_found
-from server.openai_api.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelDeleted, ModelList
+from server.openai_api.protocol import (ChatCompletionRequest, CompletionRequest, ModelCard, ModelDeleted, ModelList,
+                                       ResponsesRequest)
+from server.openai_api.serving import RESPONSES
 
 router = APIRouter(prefix="/v1")
 
@@ -21,6 +23,12 @@ async def completions(request: CompletionRequest, tenant: TenantDep, serving: Se
 @router.post("/chat/completions")
 async def chat_completions(request: ChatCompletionRequest, tenant: TenantDep, serving: ServingDep):
     return await serving.generate(tenant, "/v1/chat/completions", request)
+
+
+@router.post("/responses")
+async def responses(request: ResponsesRequest, tenant: TenantDep, serving: ServingDep):
+    """OpenAI's Responses API, stateless (nothing is stored: see ResponsesRequest)."""
+    return await serving.generate(tenant, RESPONSES, request)
 
 
 @router.get("/models")

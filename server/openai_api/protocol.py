@@ -34,7 +34,9 @@ class StreamOptions(BaseModel):
     continuous_usage_stats: bool | None = None
 
 
-class GenerationRequest(BaseModel):
+class WorkerBoundRequest(BaseModel):
+    """A request the gateway forwards to a worker: only the listed fields, JSON the worker can take."""
+
     model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="before")
@@ -49,6 +51,27 @@ class GenerationRequest(BaseModel):
     model: str = Field(min_length=1, max_length=512,
                        description="A base model name, or one of the caller's adapters (name or name@version)")
     stream: bool = False
+
+    @property
+    def prompt_count(self) -> int:
+        return 1
+
+    @property
+    def choices(self) -> int:
+        """Sequences this request starts."""
+        return self.prompt_count
+
+    @property
+    def token_limit(self) -> int | None:
+        return None
+
+    @property
+    def token_param(self) -> str:
+        """The field that bounds the generated tokens, as the client named it."""
+        return "max_tokens"
+
+
+class GenerationRequest(WorkerBoundRequest):
     stream_options: StreamOptions | None = None
 
     # OpenAI's sampling parameters.
@@ -82,8 +105,8 @@ class GenerationRequest(BaseModel):
     return_token_ids: bool | None = None
 
     @property
-    def prompt_count(self) -> int:
-        return 1
+    def choices(self) -> int:
+        return self.prompt_count * self.n
 
     @property
     def token_limit(self) -> int | None:
@@ -116,6 +139,34 @@ class ChatCompletionRequest(GenerationRequest):
     @property
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def token_param(self) -> str:
+        return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
+
+
+class ResponsesRequest(WorkerBoundRequest):
+    """OpenAI's Responses API, stateless: vLLM's workers keep no responses (its store is off), so
+    ``previous_response_id``, ``background`` and ``conversation`` are refused, and ``store`` is
+    accepted but nothing is stored (the response says ``store: false``)."""
+
+    input: str | list[dict[str, Any]] = Field(min_length=1)
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    store: bool | None = None
+    user: str | None = Field(default=None, max_length=256)
+    metadata: dict[Annotated[str, StringConstraints(max_length=64)],
+                   Annotated[str, StringConstraints(max_length=512)]] | None = Field(default=None, max_length=16)
+
+    @property
+    def token_limit(self) -> int | None:
+        return self.max_output_tokens
+
+    @property
+    def token_param(self) -> str:
+        return "max_output_tokens"
 
 
 class ModelCard(BaseModel):

@@ -4,7 +4,7 @@ import threading
 from dataclasses import dataclass
 
 from adapters.errors import InvalidRequestError, RateLimitError
-from server.openai_api.protocol import GenerationRequest
+from server.openai_api.protocol import WorkerBoundRequest
 
 
 @dataclass(frozen=True)
@@ -15,14 +15,14 @@ class RequestLimits:
     """prompts x n x max_tokens, with an unset max_tokens counted as the worker's context length."""
     context_tokens: int
 
-    def check(self, request: GenerationRequest) -> None:
-        choices = request.prompt_count * request.n
+    def check(self, request: WorkerBoundRequest) -> None:
+        choices = request.choices
         if choices > self.max_choices:
             raise InvalidRequestError(f"this request asks for {choices} completions (prompts x n); at most "
                                       f"{self.max_choices} per request", param="n", code="too_many_choices")
         tokens = choices * (request.token_limit or self.context_tokens)
         if tokens > self.max_generated_tokens:
-            param = "max_completion_tokens" if getattr(request, "max_completion_tokens", None) else "max_tokens"
+            param = request.token_param
             raise InvalidRequestError(
                 f"this request may generate {tokens} tokens (prompts x n x {param}, an unset {param} counting as "
                 f"the context length {self.context_tokens}); at most {self.max_generated_tokens} per request",

@@ -20,7 +20,7 @@ from adapters.errors import (PeftServeError, WorkerRequestError, WorkerRetiredEr
                              WorkerUnreachableError)
 from server.metrics import GatewayMetrics
 from server.openai_api.model_resolution import Target, resolve_model
-from server.openai_api.protocol import GenerationRequest
+from server.openai_api.protocol import WorkerBoundRequest
 from server.openai_api.request_limits import RequestLimits, TenantConcurrency
 from server.ttl_cache import TtlCache
 
@@ -33,6 +33,7 @@ BASE_VERSION_HEADER = "x-peftserve-base-version"
 
 
 WORKER_HEADER = "x-peftserve-worker"
+RESPONSES = "/v1/responses"
 # A request for a version this gateway starts serving on the spot waits this long for a worker.
 NEW_VERSION_WAIT_S = 10.0
 
@@ -80,7 +81,7 @@ class OpenAIServing:
     def _is_served(self, base_ref: str) -> bool:
         return self.pool.is_ready(base_ref)
 
-    async def generate(self, tenant: Tenant, endpoint: str, request: GenerationRequest):
+    async def generate(self, tenant: Tenant, endpoint: str, request: WorkerBoundRequest):
         self.limits.check(request)
         release = self.concurrency.acquire(tenant.id)
         try:
@@ -133,8 +134,12 @@ class OpenAIServing:
         slot = self.pool.pick(target.base_ref, target.lora_name, avoid)
         worker_body = dict(body, model=target.lora_name or WORKER_BASE_NAME)
         stream = bool(body.get("stream"))
-        client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        if stream:  # always ask for usage so token metrics are complete; dropped below if unasked
+        responses_api = endpoint == RESPONSES
+        # A Responses stream always ends with the whole response, usage included.
+        client_wants_usage = responses_api or bool((body.get("stream_options") or {}).get("include_usage"))
+        if responses_api:
+            worker_body["store"] = False  # nothing is kept on a shared worker (vLLM ignores it anyway)
+        elif stream:  # always ask for usage so token metrics are complete; dropped below if unasked
             worker_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
 
         stack = AsyncExitStack()
@@ -147,7 +152,7 @@ class OpenAIServing:
                 resp = await slot.worker.client.post(endpoint, worker_body)
                 self._raise_for_worker_error(resp.status_code, resp.text, target, slot)
                 data = resp.json()
-                data["model"] = target.public_name
+                _rename_model(data, target.public_name)
                 self._count_usage(data.get("usage"), labels)
                 self.metrics.latency.labels(**labels).observe(time.perf_counter() - started)
                 await stack.aclose()
@@ -163,7 +168,7 @@ class OpenAIServing:
             await stack.aclose()
             raise
         stack.callback(release)  # the tenant's place is held until the stream ends
-        events = self._relay_stream(resp, stack, target, labels, started, client_wants_usage)
+        events = self._relay_stream(resp, stack, target, labels, started, client_wants_usage, responses_api)
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
     def _adapter_path(self, target: Target):
@@ -172,7 +177,7 @@ class OpenAIServing:
         return path
 
     async def _relay_stream(self, resp: httpx.Response, stack: AsyncExitStack, target: Target, labels: dict,
-                            started: float, client_wants_usage: bool) -> AsyncIterator[bytes]:
+                            started: float, client_wants_usage: bool, responses_api: bool) -> AsyncIterator[bytes]:
         first = True
         # Fast path: token chunks carry the worker's model name verbatim; swapping the string
         # avoids a JSON round trip per token. Chunks with usage (or any surprise) take the JSON path.
@@ -180,6 +185,9 @@ class OpenAIServing:
         needle, replacement = f'"model":{worker_model}', f'"model":{json.dumps(target.public_name)}'
         try:
             async for line in resp.aiter_lines():
+                if line.startswith("event: "):  # the Responses API names each event
+                    yield f"{line}\n".encode()
+                    continue
                 if not line.startswith("data: "):
                     continue
                 payload = line[6:]
@@ -193,16 +201,15 @@ class OpenAIServing:
                     yield f"data: {payload.replace(needle, replacement, 1)}\n\n".encode()
                     continue
                 chunk = json.loads(payload)
-                if "model" in chunk:
-                    chunk["model"] = target.public_name
-                usage = chunk.get("usage")
+                _rename_model(chunk, target.public_name)
+                usage = chunk.get("usage") or (chunk.get("response") or {}).get("usage")
                 if usage:
                     self._count_usage(usage, labels)
                     if not client_wants_usage:
                         if not chunk.get("choices"):
                             continue
                         chunk.pop("usage")
-                if first and chunk.get("choices"):
+                if first and (chunk.get("choices") or chunk.get("type") == "response.output_text.delta"):
                     first = False
                     self.metrics.ttft.labels(**labels).observe(time.perf_counter() - started)
                 yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n".encode()
@@ -211,8 +218,11 @@ class OpenAIServing:
             code = "worker_unavailable"
             self.metrics.errors.labels(**labels, code=code).inc()
             message = f"the worker stopped mid-stream ({type(e).__name__}); retry the request"
-            error = {"error": {"message": message, "type": "service_unavailable_error", "code": code}}
-            yield f"data: {json.dumps(error)}\n\n".encode()
+            if responses_api:  # the Responses API's error event
+                yield f"event: error\ndata: {json.dumps({'type': 'error', 'code': code, 'message': message})}\n\n".encode()
+            else:
+                error = {"error": {"message": message, "type": "service_unavailable_error", "code": code}}
+                yield f"data: {json.dumps(error)}\n\n".encode()
         finally:
             self.metrics.latency.labels(**labels).observe(time.perf_counter() - started)
             await stack.aclose()
@@ -232,9 +242,19 @@ class OpenAIServing:
         raise WorkerRequestError(f"the worker failed: {message}", status_code=502, code="worker_error")
 
     def _count_usage(self, usage: dict | None, labels: dict) -> None:
-        if usage:
-            self.metrics.prompt_tokens.labels(**labels).inc(usage.get("prompt_tokens") or 0)
-            self.metrics.generated_tokens.labels(**labels).inc(usage.get("completion_tokens") or 0)
+        if usage:  # chat/completions name them prompt/completion, the Responses API input/output
+            self.metrics.prompt_tokens.labels(**labels).inc(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
+            self.metrics.generated_tokens.labels(**labels).inc(
+                usage.get("completion_tokens") or usage.get("output_tokens") or 0)
+
+
+def _rename_model(body: dict, public_name: str) -> None:
+    """The caller's model name wherever the worker wrote its own: at the top (completions, chat,
+    a whole response) or in a Responses event's ``response``."""
+    if "model" in body:
+        body["model"] = public_name
+    if isinstance(body.get("response"), dict) and "model" in body["response"]:
+        body["response"]["model"] = public_name
 
 
 def _worker_error(text: str) -> tuple[str, str | None]:
