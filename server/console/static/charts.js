@@ -33,7 +33,9 @@ export function lineChart(series, { xLabel = "", yLabel = "", label = "chart" } 
   wrap.append(root, legend(series.map((s) => s.name)));
   if (!points.length) { root.append(svg("text", { x: L, y: H / 2 }, "no data yet")); return wrap; }
   const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
-  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1), y0 = Math.min(0, ...ys), y1 = Math.max(...ys, y0 + 1e-9);
+  // the y range is the data's own (a loss curve near 10 would look flat on a scale from 0)
+  const lo = Math.min(...ys), hi = Math.max(...ys), pad = (hi - lo) * 0.05 || Math.abs(hi) * 0.05 || 1;
+  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1), y0 = lo - pad, y1 = hi + pad;
   const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
   const sy = (y) => H - B - ((y - y0) / (y1 - y0)) * (H - B - T);
   root.append(svg("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#99a" }),
@@ -42,7 +44,7 @@ export function lineChart(series, { xLabel = "", yLabel = "", label = "chart" } 
     svg("text", { x: L - 4, y: sy(y0), "text-anchor": "end" }, y0.toPrecision(3)),
     svg("text", { x: L, y: H - 8 }, x0), svg("text", { x: W - R, y: H - 8, "text-anchor": "end" }, x1),
     svg("text", { x: W / 2, y: H - 4, "text-anchor": "middle" }, xLabel),
-    svg("text", { x: 12, y: T + 8 }, yLabel));
+    svg("text", { x: L + 6, y: T + 10 }, yLabel));
   series.forEach((s, i) => {
     const d = s.points.map((p, k) => `${k ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
     root.append(svg("path", { d, fill: "none", stroke: COLORS[i % COLORS.length], "stroke-width": 2, "data-series": s.name }));

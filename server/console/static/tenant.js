@@ -54,7 +54,9 @@ function adaptersView(root) {
       clear(list).append(rows.length ? table(
         ["name", "version", "status", "base", "why", "screening", "eval set", "description"], rows, (a) => [
           a.name, a.version, el("span", { class: `status-${a.status}` }, a.status),
-          `${a.base_model}@${a.base_version}`, [a.status_reason || "", ...a.warnings].filter(Boolean).join("; "),
+          `${a.base_model}@${a.base_version}`,
+          // a refused adapter's reason already says what its warnings would
+          [a.status_reason || "", ...(a.status === "rejected" ? [] : a.warnings)].filter(Boolean).join("; "),
           screeningCell(a), a.eval_items ? `${a.eval_items} items (${a.eval_scoring})` : "none", a.description])
         : el("p", { class: "muted" }, "No adapters yet: upload one."));
       const ready = [...new Set(rows.filter((a) => a.status === "ready").map((a) => a.name))];
