@@ -16,7 +16,7 @@ from adapters.format.eval_set import check_scoring, parse_eval_set
 from adapters.format.peft_config import check_served_targets, parse_lora_config
 from adapters.format.safetensors_header import read_header
 from adapters.registry.adapter_quota import AdapterQuota
-from adapters.registry.models import Adapter, AdapterStatus, BaseVersion, Tenant
+from adapters.registry.models import Adapter, AdapterStatus, BaseVersion, Tenant, adapter_manifest
 from adapters.registry.repository import Registry, check_name, split_ref
 from adapters.storage.blob_lifecycle import BlobLifecycle
 from adapters.training.config import Method
@@ -87,12 +87,14 @@ class AdapterRegistration:
             config_sha, _ = claims.enter_context(self.lifecycle.stored_bytes(config.to_peft_json()))
             weights_sha, size = claims.enter_context(self.lifecycle.stored_file(sub.weights_path))
             eval_sha = claims.enter_context(self.lifecycle.stored_bytes(sub.eval_set))[0] if eval_items else None
+            manifest_sha, _ = claims.enter_context(self.lifecycle.stored_bytes(adapter_manifest(config_sha, weights_sha)))
             return self.registry.add_adapter(
                 tenant, sub.name, base, quota=self.quota, rank=config.r, lora_alpha=config.lora_alpha,
                 target_modules=sorted(config.target_modules), config_sha256=config_sha, weights_sha256=weights_sha,
                 size_bytes=size, status=AdapterStatus.validating, trained_with=sub.trained_with,
                 description=sub.description, eval_set_sha256=eval_sha, eval_scoring=scoring,
-                eval_items=len(eval_items or ()), training_metadata=training_metadata, screening=screening)
+                eval_items=len(eval_items or ()), training_metadata=training_metadata, screening=screening,
+                manifest_sha256=manifest_sha)
 
     def _weight_screening(self, sub: AdapterSubmission, base: BaseVersion, config) -> dict:
         """Weight signals, and how they compare with the other adapters served on the same base;
@@ -116,7 +118,8 @@ class AdapterRegistration:
 
     def release_blobs(self, adapter: Adapter) -> None:
         """Delete the adapter's blobs unless another live adapter shares them (or is being stored with them)."""
-        self.lifecycle.release([adapter.weights_sha256, adapter.config_sha256, adapter.eval_set_sha256])
+        self.lifecycle.release([adapter.weights_sha256, adapter.config_sha256, adapter.eval_set_sha256,
+                                adapter.manifest_sha256])
 
     def _check_quota(self, tenant: Tenant, new_bytes: int) -> None:
         """Fails fast, before anything is stored; add_adapter checks again atomically."""

@@ -89,7 +89,7 @@ def build_services(settings: Settings) -> Services:
     shutil.rmtree(settings.data_dir / "uploads", ignore_errors=True)  # spooled parts of uploads a crash cut off
     metrics = GatewayMetrics(settings.metrics_adapter_label_limit)
     pool = WorkerPool(settings, metrics)
-    materializer = AdapterMaterializer(blobs, settings.adapters_dir)
+    materializer = AdapterMaterializer(blobs, settings.adapters_dir, workers_fetch=settings.workers_fetch_adapters)
     quota = AdapterQuota(max_adapters=settings.tenant_max_adapters, max_bytes=settings.tenant_max_bytes)
     served_targets = frozenset(settings.lora_target_modules)
     lifecycle = BlobLifecycle(blobs, BlobReferences(sessions), grace_s=settings.blob_grace_s)

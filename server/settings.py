@@ -124,6 +124,15 @@ class Settings(BaseSettings):
     max_lora_rank: int = Field(default=16, ge=1)
     """Largest LoRA rank accepted at registration and configured on the workers."""
 
+    workers_fetch_adapters: bool = False
+    """Workers fetch adapters from the blob store themselves (a vLLM LoRA resolver in our plugin),
+    by content address, instead of loading a folder the gateway wrote: no disk shared between
+    gateways and workers. Gateway-started workers get the store's settings; external workers
+    need PEFTSERVE_WORKER_BLOB_STORE / _CACHE_DIR (server/engine/vllm_plugin/blob_resolver.py)."""
+
+    worker_cache_bytes: int = Field(default=10 * 2**30, gt=0)
+    """Bound on each fetching worker's adapter cache on its own disk (least recently resolved go first)."""
+
     max_loras_per_batch: int | None = Field(default=None, ge=1)
     """vLLM ``--max-loras``: distinct adapters that can share one batch on a worker; default (and
     at most) max_resident_adapters. Requests for further adapters wait until a slot frees, so a batch

@@ -53,7 +53,7 @@ class BlobReferences:
         that has not ended (the weights it continues from) references it."""
         live = Adapter.status.not_in([AdapterStatus.deleted, AdapterStatus.rejected])
         query = select(exists().where(live, or_(Adapter.weights_sha256 == sha256, Adapter.config_sha256 == sha256,
-                                                Adapter.eval_set_sha256 == sha256))
+                                                Adapter.eval_set_sha256 == sha256, Adapter.manifest_sha256 == sha256))
                        | exists().where(StoredFile.sha256 == sha256, StoredFile.status == FileStatus.processed)
                        | exists().where(FineTuningJob.init_weights_sha256 == sha256,
                                         FineTuningJob.status.in_([JobStatus.queued, JobStatus.running])))

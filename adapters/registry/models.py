@@ -107,6 +107,8 @@ class Adapter(Base):
     target_modules: Mapped[list] = mapped_column(JSON)
     config_sha256: Mapped[str] = mapped_column(String(64))
     weights_sha256: Mapped[str] = mapped_column(String(64))
+    # sha256 of ``manifest`` (a blob of its own): what a worker that fetches adapters resolves.
+    manifest_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     size_bytes: Mapped[int] = mapped_column(Integer)
     status: Mapped[AdapterStatus] = mapped_column(Enum(AdapterStatus, native_enum=False, length=16))
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -128,11 +130,21 @@ class Adapter(Base):
     trained_base_version: Mapped[BaseVersion | None] = relationship(foreign_keys=[trained_base_version_id])
 
     @property
+    def manifest(self) -> bytes:
+        return adapter_manifest(self.config_sha256, self.weights_sha256)
+
+    @property
     def lora_name(self) -> str:
-        """Name the adapter is loaded under on a worker. Content-addressed: the same name always
-        means the same weights, even across gateways or databases sharing a worker, and
-        identical adapters of two tenants share one slot."""
-        return "lora-" + hashlib.sha256(f"{self.config_sha256}:{self.weights_sha256}".encode()).hexdigest()[:24]
+        """Name the adapter is loaded under on a worker: ``lora-`` + the sha256 of its manifest.
+        Content-addressed: the same name always means the same weights, even across gateways or
+        databases sharing a worker, and identical adapters of two tenants share one slot."""
+        return "lora-" + hashlib.sha256(self.manifest).hexdigest()
+
+
+def adapter_manifest(config_sha256: str, weights_sha256: str) -> bytes:
+    """``<config sha256>:<weights sha256>``: stored as a blob of its own, it lets a worker that is
+    given only an adapter's ``lora_name`` fetch it from the blob store (server/engine/vllm_plugin/)."""
+    return f"{config_sha256}:{weights_sha256}".encode()
 
 
 class BlobClaim(Base):

@@ -7,31 +7,60 @@ hand edit) is never loaded as the adapter.
 """
 
 import hashlib
+import io
 import os
 import secrets
 import shutil
 import threading
 from pathlib import Path
 
-from adapters.registry.models import Adapter
+from typing import TYPE_CHECKING
+
 from adapters.storage.blob_store import BlobStore
+
+if TYPE_CHECKING:  # workers import this module (their adapter cache) without the registry
+    from adapters.registry.models import Adapter
 
 
 class AdapterMaterializer:
-    def __init__(self, blobs: BlobStore, root: Path):
+    def __init__(self, blobs: BlobStore, root: Path, *, workers_fetch: bool = False):
         self.blobs = blobs
         self.root = root
+        self.workers_fetch = workers_fetch  # workers read the blob store themselves (by manifest)
         root.mkdir(parents=True, exist_ok=True)
         self._verified: set[Path] = set()  # folders checked (or built) by this process
         self._lock = threading.Lock()
 
-    def folder_path(self, adapter: Adapter) -> Path:
-        return self.root / f"{adapter.config_sha256[:16]}-{adapter.weights_sha256[:16]}"
+    def for_worker(self, adapter: "Adapter") -> str:
+        """What a worker is given to load the adapter: the folder path, or (``workers_fetch``) nothing,
+        once the manifest blob the worker resolves the adapter's name through is in the store."""
+        if self.workers_fetch:
+            self.ensure_manifest(adapter)
+            return ""
+        return str(self.folder_for(adapter))
 
-    def folder_for(self, adapter: Adapter) -> Path:
+    def ensure_manifest(self, adapter: "Adapter") -> None:
+        """The adapter's manifest blob, for workers that fetch adapters themselves (written at
+        registration since it exists; adapters registered before get it on first use)."""
+        if not self.blobs.exists(hashlib.sha256(adapter.manifest).hexdigest()):
+            self.blobs.put_stream(io.BytesIO(adapter.manifest))
+
+    def folder_path(self, adapter: "Adapter") -> Path:
+        return self._folder_path(adapter.config_sha256, adapter.weights_sha256)
+
+    def _folder_path(self, config_sha256: str, weights_sha256: str) -> Path:
+        return self.root / f"{config_sha256[:16]}-{weights_sha256[:16]}"
+
+    def folder_for(self, adapter: "Adapter") -> Path:
         """The adapter's folder, built from its blobs if it is not there yet."""
-        folder = self.folder_path(adapter)
-        if folder in self._verified and folder.is_dir():
+        return self.folder_for_digests(adapter.config_sha256, adapter.weights_sha256)
+
+    def folder_for_digests(self, config_sha256: str, weights_sha256: str, *, reverify: bool = False) -> Path:
+        """The same by digests; ``reverify``: hash the files again even if this process did before
+        (a worker resolving an adapter: its cache may have been damaged since)."""
+        adapter = _Digests(config_sha256, weights_sha256)
+        folder = self._folder_path(config_sha256, weights_sha256)
+        if folder in self._verified and folder.is_dir() and not reverify:
             return folder
         if folder.is_dir():
             if _matches(folder, adapter):
@@ -62,6 +91,11 @@ class AdapterMaterializer:
         return folder
 
 
+class _Digests:
+    def __init__(self, config_sha256: str, weights_sha256: str):
+        self.config_sha256, self.weights_sha256 = config_sha256, weights_sha256
+
+
 def _sha256_of(path: Path) -> str | None:
     try:
         digest = hashlib.sha256()
@@ -73,6 +107,6 @@ def _sha256_of(path: Path) -> str | None:
         return None
 
 
-def _matches(folder: Path, adapter: Adapter) -> bool:
+def _matches(folder: Path, adapter: "Adapter | _Digests") -> bool:
     return (_sha256_of(folder / "adapter_config.json") == adapter.config_sha256
             and _sha256_of(folder / "adapter_model.safetensors") == adapter.weights_sha256)

@@ -68,7 +68,7 @@ async def try_adapter(adapter: Adapter, new_version: BaseVersion, old: TrialWork
         return incompatible(f"its eval set cannot be used: {e.message}")
 
     async def path() -> str:
-        return str(folder)
+        return await asyncio.to_thread(materializer.for_worker, adapter)  # the folder is built already
 
     async def run(slot: TrialWorker, model: str) -> list[str]:
         return await generate_outputs(slot.client, model, items, max_tokens=settings.max_tokens,

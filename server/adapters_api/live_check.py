@@ -72,7 +72,7 @@ class LiveCheck:
             return await asyncio.to_thread(self.registry.get_adapter, adapter.id)
         try:
             async def path() -> str:
-                return str(await asyncio.to_thread(self.materializer.folder_for, adapter))
+                return await asyncio.to_thread(self.materializer.for_worker, adapter)
 
             with slot.request():
                 async with slot.residency.use(adapter.lora_name, path):

@@ -103,7 +103,8 @@ class WorkerPool:
                        for i in range(self.settings.workers_per_base)]
         group = []
         for worker in workers:
-            residency = AdapterResidency(worker.name, worker.client, metrics=self.metrics)
+            residency = AdapterResidency(worker.name, worker.client, metrics=self.metrics,
+                                         fetching=self.settings.workers_fetch_adapters)
             group.append(WorkerSlot(worker.name, ref, worker, residency))
             worker.start()
         self._groups[ref] = group

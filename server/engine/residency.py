@@ -21,10 +21,11 @@ from server.metrics import GatewayMetrics
 
 
 class AdapterResidency:
-    def __init__(self, worker_name: str, client: WorkerClient, *, metrics: GatewayMetrics):
+    def __init__(self, worker_name: str, client: WorkerClient, *, metrics: GatewayMetrics, fetching: bool = False):
         self.worker_name = worker_name
         self.client = client
         self.metrics = metrics
+        self.fetching = fetching  # the worker fetches adapters from the blob store by name
         self._in_flight: dict[str, int] = {}  # registered lora name -> this gateway's requests using it
         self._stale: set[str] = set()  # registered as far as we knew, but the worker said it is not
         self._locks: dict[str, asyncio.Lock] = {}
@@ -98,7 +99,9 @@ class AdapterResidency:
                 self._in_flight[lora_name] += 1
                 return
             started = time.perf_counter()
-            await self.client.load_lora(lora_name, await path())  # "already loaded" counts as success
+            where = await path()
+            if not self.fetching:  # a fetching worker resolves the name itself on the first request
+                await self.client.load_lora(lora_name, where)  # "already loaded" counts as success
             self._stale.discard(lora_name)
             self._in_flight[lora_name] = self._in_flight.get(lora_name, 0) + 1
             self.metrics.adapter_loads.labels(self.worker_name).inc()

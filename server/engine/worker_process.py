@@ -7,6 +7,7 @@ crashed engine cannot take the gateway down and vLLM upgrades do not touch our c
 import asyncio
 import contextlib
 import enum
+import json
 import logging
 import os
 import secrets
@@ -14,8 +15,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from server.engine.vllm_plugin import KERNEL_ENV, UPSTREAM_CPU_WRAPPER
+from server.engine.vllm_plugin.blob_resolver import CACHE_BYTES_ENV, CACHE_DIR_ENV, STORE_ENV
 from server.engine.worker_client import WorkerClient
 from server.metrics import GatewayMetrics
 from server.settings import Settings
@@ -39,6 +42,16 @@ class WorkerState(str, enum.Enum):
     stopped = "stopped"
 
 
+def worker_blob_store(settings: Settings, cache_dir: Path) -> dict:
+    """Where a worker reads blobs: the gateway's own store (external workers get the same JSON in
+    PEFTSERVE_WORKER_BLOB_STORE, with read-only credentials of their own)."""
+    if settings.blob_store == "s3":
+        return {"kind": "s3", "bucket": settings.s3_bucket, "prefix": settings.s3_prefix,
+                "endpoint_url": settings.s3_endpoint_url, "region": settings.s3_region,
+                "spool_dir": str(cache_dir / ".spool")}
+    return {"kind": "local", "dir": str(settings.blob_dir)}
+
+
 def worker_command(settings: Settings, model_path: str, port: int) -> list[str]:
     return [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -56,7 +69,7 @@ def worker_command(settings: Settings, model_path: str, port: int) -> list[str]:
     ]
 
 
-def worker_environment(settings: Settings, api_key: str | None = None) -> dict[str, str]:
+def worker_environment(settings: Settings, api_key: str | None = None, cache_dir: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
     for key, value in CPU_WORKER_ENV.items():
         env.setdefault(key, value)
@@ -67,6 +80,10 @@ def worker_environment(settings: Settings, api_key: str | None = None) -> dict[s
     # the environment, not on the command line, where every local user could read it.
     if api_key:
         env["VLLM_API_KEY"] = api_key
+    if settings.workers_fetch_adapters and cache_dir is not None:  # blob_resolver.py in the worker
+        env[STORE_ENV] = json.dumps(worker_blob_store(settings, cache_dir))
+        env[CACHE_DIR_ENV] = str(cache_dir)
+        env[CACHE_BYTES_ENV] = str(settings.worker_cache_bytes)
     env.setdefault("HF_HUB_OFFLINE", "1")  # never fetch from a model hub
     env.setdefault("PYTHONUNBUFFERED", "1")  # the log is read at start-up (which LoRA path runs)
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -115,8 +132,10 @@ class ManagedWorker:
         log_file.write(f"\n=== start {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
         log_file.flush()
         self._log_start = log_file.tell()  # this start's lines begin here (the log is appended to)
+        cache_dir = self.settings.data_dir / "worker-cache" / str(self.port)  # its own: it prunes what it holds
         self.process = subprocess.Popen(
-            worker_command(self.settings, self.model_path, self.port), env=worker_environment(self.settings, self.api_key),
+            worker_command(self.settings, self.model_path, self.port),
+            env=worker_environment(self.settings, self.api_key, cache_dir),
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log_file.close()
         self.generation += 1

@@ -173,7 +173,7 @@ class OpenAIServing:
 
     def _adapter_path(self, target: Target):
         async def path() -> str:
-            return str(await asyncio.to_thread(self.materializer.folder_for, target.adapter))
+            return await asyncio.to_thread(self.materializer.for_worker, target.adapter)
         return path
 
     async def _relay_stream(self, resp: httpx.Response, stack: AsyncExitStack, target: Target, labels: dict,

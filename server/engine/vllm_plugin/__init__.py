@@ -26,11 +26,17 @@ def lora_kernel() -> str:
 
 
 def register(platform=None) -> str | None:
-    """Make the CPU platform build our LoRA wrapper; on any other platform change nothing.
+    """Register the blob-store LoRA resolver when this worker fetches its own adapters
+    (blob_resolver.py), and make the CPU platform build our LoRA wrapper (any other platform: no
+    wrapper change).
 
     Returns the wrapper's qualified name when it was installed, None otherwise. ``platform`` is
     vLLM's current platform unless a test passes another one.
     """
+    from server.engine.vllm_plugin.blob_resolver import register_resolver
+
+    if register_resolver():
+        log.info("peftserve: adapters are fetched from the blob store by this worker")
     if platform is None:
         from vllm.platforms import current_platform as platform
     if not platform.is_cpu() or lora_kernel() != "peftserve":
