@@ -48,3 +48,13 @@ export function pct(value) {
 export function when(epochSeconds) {
   return epochSeconds ? new Date(epochSeconds * 1000).toLocaleString() : "";
 }
+
+export function repeating(fn, ms) {
+  // Runs fn now and every ms until stop(); a failure goes to the toast, the next run still comes.
+  let timer = null;
+  const run = () => Promise.resolve().then(fn).catch((err) => toast(err.message));
+  return {
+    start() { this.stop(); run(); timer = setInterval(run, ms); },
+    stop() { if (timer) { clearInterval(timer); timer = null; } },
+  };
+}

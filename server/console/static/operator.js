@@ -2,7 +2,7 @@
 
 import { api } from "./api.js";
 import { barChart } from "./charts.js";
-import { clear, el, pct, table, toast } from "./dom.js";
+import { clear, el, pct, repeating, table, toast } from "./dom.js";
 
 const ACTIVE = ["queued", "running"];
 
@@ -60,7 +60,7 @@ function migrationsView(root) {
   const list = el("div", {}, "Loading…");
   const detail = el("section", { id: "migration", hidden: true });
   let selected = null;
-  let timer = null;
+  const redraw = repeating(() => draw(), 1500);
   const base = el("input", { name: "base_model", required: true, placeholder: "base model name" });
   const to = el("input", { type: "number", name: "to_version", min: 1, placeholder: "newest" });
   const tenant = el("input", { name: "tenant", placeholder: "every tenant" });
@@ -94,7 +94,7 @@ function migrationsView(root) {
     const box = el("div", { class: "confirm", role: "alertdialog", "aria-label": "confirm rollback" },
       `Move the ${moved} adapter(s) this job promoted back to @${job.from_version}?`,
       el("button", { type: "button", class: "danger", onclick: async () => {
-        try { await api(`/admin/migrations/${job.id}/rollback`, { method: "POST" }); toast("rolled back"); draw(); } catch (err) { toast(err.message); }
+        try { await api(`/admin/migrations/${job.id}/rollback`, { method: "POST" }); toast("rolled back"); redraw.start(); } catch (err) { toast(err.message); }
       } }, "Roll back"),
       el("button", { type: "button", class: "secondary", onclick: () => box.remove() }, "Keep"));
     return box;
@@ -123,22 +123,20 @@ function migrationsView(root) {
       el("h3", {}, "Decisions"),
       table(["adapter", "decision", "served on", "reasons"], job.items, (i) => [label(i), i.decision || i.state, i.served_on, i.reasons.join("; ")]),
       actions);
-    if (!ACTIVE.includes(job.status) && timer) { clearInterval(timer); timer = null; }
+    if (!ACTIVE.includes(job.status)) redraw.stop();
   }
 
   function show(id) {
     selected = id;
     detail.hidden = false;
-    if (timer) clearInterval(timer);
-    draw().catch((err) => toast(err.message));
-    timer = setInterval(() => draw().catch((err) => toast(err.message)), 1500);
+    redraw.start();
   }
 
   root.append(el("section", {}, el("h2", {}, "Migrations"), list), detail,
     el("section", {}, el("h2", {}, "Upgrade adapters to a new base version"), form));
-  refresh();
-  const listTimer = setInterval(refresh, 5000);
-  return () => { clearInterval(listTimer); if (timer) clearInterval(timer); };
+  const listing = repeating(refresh, 5000);
+  listing.start();
+  return () => { listing.stop(); redraw.stop(); };
 }
 
 function tenantsView(root) {

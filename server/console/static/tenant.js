@@ -2,7 +2,7 @@
 
 import { api, streamChat, upload } from "./api.js";
 import { lineChart } from "./charts.js";
-import { append, clear, el, table, toast, when } from "./dom.js";
+import { append, clear, el, repeating, table, toast, when } from "./dom.js";
 
 const ACTIVE_JOB = ["validating_files", "queued", "running"];
 
@@ -125,7 +125,7 @@ function fineTuningView(root) {
   const jobs = el("div", {}, "Loading…");
   const detail = el("section", { id: "job", hidden: true });
   let selected = null;
-  let timer = null;
+  const redraw = repeating(() => drawJob(), 1500);
 
   const file = el("input", { type: "file", name: "training_file", accept: ".jsonl", required: true });
   const model = el("select", { name: "model" });
@@ -177,7 +177,7 @@ function fineTuningView(root) {
       .map((e) => [e.data.step, e.data.train_loss]).sort((a, b) => a[0] - b[0]);
     const active = ACTIVE_JOB.includes(job.status);
     const action = (verb, label, cls) => el("button", { type: "button", class: cls, onclick: async () => {
-      try { await api(`/v1/fine_tuning/jobs/${selected}/${verb}`, { method: "POST" }); toast(`${verb} requested`); drawJob(); } catch (err) { toast(err.message); }
+      try { await api(`/v1/fine_tuning/jobs/${selected}/${verb}`, { method: "POST" }); toast(`${verb} requested`); redraw.start(); } catch (err) { toast(err.message); }
     } }, label);
     const controls = el("div", { class: "actions" });
     if (active) controls.append(action("pause", "Pause", "secondary"), action("cancel", "Cancel", "danger"));
@@ -189,22 +189,20 @@ function fineTuningView(root) {
         lineChart([{ name: "training loss", points }], { xLabel: "step", yLabel: "loss", label: "training loss" })),
       controls,
       el("h3", {}, "Events"), table(["time", "message"], events.slice(0, 10), (e) => [when(e.created_at), e.message]));
-    if (!active && job.status !== "paused" && timer) { clearInterval(timer); timer = null; }
+    if (!active && job.status !== "paused") redraw.stop();
   }
 
   function show(id) {
     selected = id;
     detail.hidden = false;
-    if (timer) clearInterval(timer);
-    drawJob().catch((err) => toast(err.message));
-    timer = setInterval(() => drawJob().catch((err) => toast(err.message)), 1500);
+    redraw.start();
   }
 
   root.append(el("section", {}, el("h2", {}, "Fine-tuning jobs"), jobs), detail,
     el("section", {}, el("h2", {}, "New fine-tuning job"), form));
-  refresh();
-  const listTimer = setInterval(refresh, 5000);
-  return () => { clearInterval(listTimer); if (timer) clearInterval(timer); };
+  const listing = repeating(refresh, 5000);
+  listing.start();
+  return () => { listing.stop(); redraw.stop(); };
 }
 
 function playgroundView(root) {
