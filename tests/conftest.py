@@ -45,9 +45,10 @@ def lora_factory(tmp_path_factory, tiny_base_dir):
     return make
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture()
 def browser():
-    """Headless Chromium (tests/browser.py), one for the session."""
+    """Headless Chromium (tests/browser.py), one per test: Playwright's sync API keeps an event loop
+    running in this thread while it lives, and later tests' asyncio.run() would refuse to start."""
     from playwright.sync_api import sync_playwright
 
     from tests.browser import launch
