@@ -220,7 +220,8 @@ def test_queue_per_tenant_cancel_and_a_job_failing_midway(gateway, client):
 
 def test_pause_and_resume_continue_from_the_checkpoint_to_the_same_adapter(gateway, client):
     """Paused mid-run, a job stops after saving a checkpoint; resumed, it finishes with exactly the
-    adapter an uninterrupted run makes (same seed and data)."""
+    adapter an uninterrupted run makes (same seed and data; that one asked with the top-level
+    hyperparameters, this one with the method object)."""
     training = client.files.create(file=("train.jsonl", reverse_task(40)), purpose="fine-tune")
     hyper = {"method": "lora", "rank": 4, "max_steps": 200, "batch_size": 4, "learning_rate": 1e-3,
              "checkpoint_every": 1000}  # the pause writes the only checkpoint
@@ -229,8 +230,10 @@ def test_pause_and_resume_continue_from_the_checkpoint_to_the_same_adapter(gatew
         ("succeeded", "failed"))
     assert straight.status == "succeeded", straight.error
 
-    job = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, suffix="paused",
-                                         hyperparameters=hyper, seed=3)
+    # As current clients send it: OpenAI's method object, our extensions in its hyperparameters.
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, suffix="paused", seed=3,
+                                         method={"type": "supervised", "supervised": {"hyperparameters": hyper}})
+    assert job.hyperparameters.model_extra["max_steps"] == 200
     deadline = time.monotonic() + 120
     while not any(e.data and e.data.get("step", 0) >= 5 for e in client.fine_tuning.jobs.list_events(job.id).data):
         assert time.monotonic() < deadline, "training made no progress"

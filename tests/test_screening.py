@@ -87,8 +87,9 @@ def test_verdict_thresholds():
     z = {"population": {"max_norm_z": 5.0}}
     assert not verdict(z, policy)["flagged"]  # the norm test is off by default
     assert verdict(z, ScreeningPolicy(max_norm_z=3.0))["flagged"]
-    unscanned = {"trigger_scan": {"error": "eval item too long"}}  # recorded; the live check decides (fails closed)
-    assert not verdict(unscanned, ScreeningPolicy(action="refuse"))["flagged"]
+    unscanned = {"trigger_scan": {"error": "eval item too long"}}  # fails closed under refuse only
+    assert verdict(unscanned, ScreeningPolicy(action="refuse"))["flagged"]
+    assert not verdict(unscanned, ScreeningPolicy(action="warn"))["flagged"]
     with pytest.raises(ValueError):
         ScreeningPolicy(candidate_triggers=["two words"])
 

@@ -40,10 +40,14 @@ class ScreeningPolicy(BaseModel):
 
 
 def verdict(screening: dict, policy: ScreeningPolicy) -> dict:
-    """{"flagged", "reasons", "action"} from the signals recorded so far."""
+    """{"flagged", "reasons", "action"} from the signals recorded so far. A trigger scan that
+    could not run flags the adapter only under ``refuse``, which fails closed."""
     reasons = []
     scan = screening.get("trigger_scan")
-    if scan and "error" not in scan and scan["max_excess"] > policy.max_trigger_excess:
+    if scan and "error" in scan:
+        if policy.action == "refuse":
+            reasons.append(f"the trigger scan could not run: {scan['error']}")
+    elif scan and scan["max_excess"] > policy.max_trigger_excess:
         t = scan["triggers"][scan["worst_trigger"]]
         reasons.append(f"inserting {scan['worst_trigger']!r} changed {t['flip_rate']:.0%} of its answers "
                        f"(common words: {scan['control_flip_rate']:.0%}; limit: +{policy.max_trigger_excess:.0%})")

