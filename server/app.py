@@ -97,8 +97,7 @@ def build_services(settings: Settings) -> Services:
                                        served_targets=served_targets, quota=quota, screening=settings.screening)
     live_check = LiveCheck(registry, pool, materializer, registration, settings.worker_startup_timeout_s,
                            lease_s=settings.live_check_lease_s,
-                           screening=LiveScreening(settings.screening, settings.migration_sample_prompts,
-                                                   settings.migration_eval_concurrency))
+                           screening=LiveScreening(settings.screening, settings.migration_sample_prompts))
     limits = RequestLimits(max_choices=settings.request_max_choices,
                            max_generated_tokens=settings.request_max_generated_tokens,
                            context_tokens=settings.worker_max_model_len)

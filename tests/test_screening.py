@@ -100,7 +100,7 @@ def policy(gateway, **fields):
     one worker is reused)."""
     live_check = gateway.app.state.services.adapters.live_check
     before = live_check.screening
-    live_check.screening = LiveScreening(ScreeningPolicy(**fields), before.sample_prompts, before.concurrency)
+    live_check.screening = LiveScreening(ScreeningPolicy(**fields), before.sample_prompts)
     try:
         yield
     finally:

@@ -112,7 +112,7 @@ async def screened(decision: GateDecision, adapter: Adapter, new_version: BaseVe
     policy = settings.screening
     try:
         async with new.use_adapter(adapter.lora_name, path):
-            scan = await scan_on_worker(new, adapter.lora_name, items, policy, concurrency=settings.concurrency)
+            scan = await scan_on_worker(new, adapter.lora_name, items, policy)
     except WorkerRequestError as e:
         if e.status_code >= 500:
             raise TrialFailed(f"the worker of {new_version.ref} failed during the trigger scan: {e.message}") from e

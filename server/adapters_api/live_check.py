@@ -31,13 +31,12 @@ class LiveScreening:
     """The trigger scan at the end of the live check (adapters/screening/)."""
     policy: ScreeningPolicy
     sample_prompts: list[str]  # scanned when the adapter has no eval set
-    concurrency: int
 
 
 class LiveCheck:
     def __init__(self, registry: Registry, pool: WorkerPool, materializer: AdapterMaterializer,
                  registration: AdapterRegistration, startup_timeout_s: float, *, lease_s: float = 300.0,
-                 screening: LiveScreening = LiveScreening(ScreeningPolicy(), ["Hello"], 4)):
+                 screening: LiveScreening = LiveScreening(ScreeningPolicy(), ["Hello"])):
         self.registry = registry
         self.startup_timeout_s = startup_timeout_s
         self.pool = pool
@@ -127,8 +126,7 @@ class LiveCheck:
             try:
                 items, _ = await asyncio.to_thread(eval_items_of, adapter, self.registration.blobs,
                                                    self.screening.sample_prompts, policy.scan_items)
-                screening["trigger_scan"] = await scan_on_worker(slot, adapter.lora_name, items, policy,
-                                                                 concurrency=self.screening.concurrency)
+                screening["trigger_scan"] = await scan_on_worker(slot, adapter.lora_name, items, policy)
             except WorkerRequestError as e:
                 if e.status_code >= 500:  # the worker's failure: check again later
                     raise AdapterLoadError(f"the trigger scan failed: {e.message}", status_code=e.status_code) from e
