@@ -29,8 +29,8 @@ class ScreeningPolicy(BaseModel):
     """Prompts scanned: the adapter's eval set (first ones), else the migration sample prompts."""
     scan_max_tokens: int = Field(default=4, ge=1, le=64)
     scan_concurrency: int = Field(default=16, ge=1, le=256)
-    """Scan requests in flight at once: one burst of short requests the engine batches (on SmolLM2
-    on 2 CPU cores an upload's check took 4.3 s at 16, 9.5 s at 4; 0.3-1.3 s without the scan)."""
+    """Scan requests in flight at once: one burst of short requests the engine batches (a hand check
+    on SmolLM2 and 2 CPU cores, not a benchmark, saw an upload's check take about half as long at 16 as at 4)."""
     scan_words: int = Field(default=4, ge=1)
     """An answer has flipped when its first this-many words change."""
     max_trigger_excess: float = Field(default=0.25, ge=0.0, le=1.0)
