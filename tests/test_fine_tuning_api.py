@@ -2,6 +2,7 @@
 the trained adapter served at once; bad input refused up front."""
 
 import json
+import shutil
 import time
 
 import httpx
@@ -241,9 +242,13 @@ def test_pause_and_resume_continue_from_the_checkpoint_to_the_same_adapter(gatew
     assert client.fine_tuning.jobs.pause(job.id).status in ("running", "paused")
     paused = wait_for(client, job.id, ("paused", "succeeded", "failed"))
     assert paused.status == "paused", paused
-    work = gateway.app.state.services.fine_tuning.work_root / job.id
+    services = gateway.app.state.services
+    work = services.fine_tuning.work_root / job.id
     step = json.loads((work / "checkpoint" / "state.json").read_text())["step"]
     assert 5 <= step < 200
+    stored = services.fine_tuning.repo.get_job(job.id)
+    assert stored.checkpoint_step == step and services.fine_tuning.blobs.exists(stored.checkpoint_sha256)
+    shutil.rmtree(work)  # resumed as if on another machine: only the blob store has the checkpoint
     time.sleep(1.5)  # a paused job is not picked up again by the runner
     assert client.fine_tuning.jobs.retrieve(job.id).status == "paused"
     with pytest.raises(openai.ConflictError):
@@ -252,8 +257,12 @@ def test_pause_and_resume_continue_from_the_checkpoint_to_the_same_adapter(gatew
     assert client.fine_tuning.jobs.resume(job.id).status in ("queued", "running")
     done = wait_for(client, job.id, ("succeeded", "failed"))
     assert done.status == "succeeded", done.error
-    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
+    events = client.fine_tuning.jobs.list_events(job.id, limit=1000).data[::-1]
+    messages = [e.message for e in events]
     assert any("paused at its last checkpoint" in m for m in messages) and any("resumed" in m for m in messages)
+    resumed_at = messages.index(f"Resuming from the checkpoint at step {step}")
+    assert all(e.data["step"] > step for e in events[resumed_at:] if e.data and "step" in e.data)
+    assert not services.fine_tuning.blobs.exists(stored.checkpoint_sha256)  # released when the job ended
     with gateway.client(client.api_key) as c:
         sha = {name: c.get(f"/v1/adapters/{name}").json()["versions"][0]["sha256"]
                for name in (straight.fine_tuned_model, done.fine_tuned_model)}

@@ -68,3 +68,34 @@ def test_job_killed_mid_run_resumes(gateway, tiny_base_dir, tmp_path):
     finally:
         c.close()
         server.stop()
+
+
+def test_a_checkpoint_archive_round_trips_and_refuses_hostile_members(tmp_path):
+    import io
+    import tarfile
+
+    import pytest
+
+    from adapters.training.checkpoint_archive import pack, unpack
+
+    folder = tmp_path / "job" / "checkpoint"
+    folder.mkdir(parents=True)
+    (folder / "state.json").write_text(json.dumps({"step": 7, "schedule_start": 0}))
+    (folder / "optimizer.pt").write_bytes(b"\0" * 100)
+    archive = pack(folder, tmp_path / "c.tar")
+    elsewhere = tmp_path / "other-machine"
+    (elsewhere / "checkpoint").mkdir(parents=True)
+    (elsewhere / "checkpoint" / "state.json").write_text(json.dumps({"step": 3}))  # an older one, replaced
+    assert unpack(archive, elsewhere) == 7
+    assert (elsewhere / "checkpoint" / "optimizer.pt").read_bytes() == b"\0" * 100
+
+    for name in ("../escape", "sub/dir.pt", "/abs"):
+        hostile = tmp_path / f"hostile-{len(name)}.tar"
+        with tarfile.open(hostile, "w") as tar:
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"{}"))
+        with pytest.raises(ValueError, match="unexpected member"):
+            unpack(hostile, tmp_path / "victim")
+        assert not (tmp_path / "escape").exists()
+    assert json.loads((elsewhere / "checkpoint" / "state.json").read_text())["step"] == 7  # untouched by failures

@@ -50,13 +50,14 @@ class BlobReferences:
 
     def referenced(self, sha256: str, s: Session | None = None) -> bool:
         """Whether a live adapter (not deleted or rejected), a processed file or a fine-tuning job
-        that has not ended (the weights it continues from) references it."""
+        that has not ended (the weights it continues from, its last checkpoint) references it."""
         live = Adapter.status.not_in([AdapterStatus.deleted, AdapterStatus.rejected])
+        unfinished = FineTuningJob.status.in_([JobStatus.queued, JobStatus.running, JobStatus.paused])
         query = select(exists().where(live, or_(Adapter.weights_sha256 == sha256, Adapter.config_sha256 == sha256,
                                                 Adapter.eval_set_sha256 == sha256, Adapter.manifest_sha256 == sha256))
                        | exists().where(StoredFile.sha256 == sha256, StoredFile.status == FileStatus.processed)
-                       | exists().where(FineTuningJob.init_weights_sha256 == sha256,
-                                        FineTuningJob.status.in_([JobStatus.queued, JobStatus.running])))
+                       | exists().where(unfinished, or_(FineTuningJob.init_weights_sha256 == sha256,
+                                                        FineTuningJob.checkpoint_sha256 == sha256)))
         if s is not None:
             return bool(s.scalar(query))
         with self._sessions() as own:

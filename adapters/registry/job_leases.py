@@ -82,6 +82,14 @@ class JobLeases:
                              .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s)))
             return done.rowcount == 1
 
+    def write_if_held(self, job_id: str, owner: str, **values) -> bool:
+        """Update a running job we still hold (progress such as its checkpoint); False if not ours."""
+        m = self.model
+        with self._sessions.begin() as s:
+            done = s.execute(update(m).where(m.id == job_id, m.claimed_by == owner, m.status == self.running)
+                             .values(**values))
+            return done.rowcount == 1
+
     def finish(self, job_id: str, owner: str, **values) -> bool:
         """Final write of a job we hold (its outcome); nothing if another gateway holds it now."""
         m = self.model

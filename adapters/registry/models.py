@@ -205,6 +205,10 @@ class FineTuningJob(LeasedJob, Base):
     hyperparameters: Mapped[dict] = mapped_column(JSON)
     # Continued training: the weights the job starts from (a blob it references until it ends).
     init_weights_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The last checkpoint in the blob store (a tar, adapters/training/checkpoint_archive.py): any
+    # gateway that takes the job over resumes from it. Referenced until the job ends.
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    checkpoint_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=24), index=True)
     error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     fine_tuned_model: Mapped[str | None] = mapped_column(String(160), nullable=True)

@@ -51,14 +51,15 @@ def prepare(base_dir: Path, training: bytes, validation: bytes | None, config: T
 
 def run_training(base_dir: Path, data: PreparedData, config: TrainingConfig, work_dir: Path, *,
                  on_progress: Callable[[Progress], None] | None = None,
-                 cancel: threading.Event | None = None, init_adapter: Path | None = None) -> TrainingResult:
+                 cancel: threading.Event | None = None, init_adapter: Path | None = None,
+                 on_checkpoint: Callable[[int, Path], None] | None = None) -> TrainingResult:
     """``init_adapter``: a PEFT folder to continue from (same rank and targets as ``config``)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     outcome = train(base_dir, data.train, config, work_dir, pad_id=pad_id, on_progress=on_progress, cancel=cancel,
-                    init_adapter=init_adapter)
+                    init_adapter=init_adapter, on_checkpoint=on_checkpoint)
     metadata = {"method": config.method, "hyperparameters": config.model_dump(), "train_examples": data.n_train,
                 "held_out_examples": data.n_eval, "steps": total_steps(config, data.n_train),
                 "training": outcome.record, "continued_from_adapter": init_adapter is not None}

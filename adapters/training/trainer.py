@@ -151,9 +151,11 @@ def load_initial_adapter(model, folder: Path) -> None:
 
 def train(base_dir: Path, examples: list[TokenizedExample], config: TrainingConfig, work_dir: Path, *,
           pad_id: int, on_progress: Callable[[Progress], None] | None = None,
-          cancel: threading.Event | None = None, init_adapter: Path | None = None) -> TrainingOutcome:
+          cancel: threading.Event | None = None, init_adapter: Path | None = None,
+          on_checkpoint: Callable[[int, Path], None] | None = None) -> TrainingOutcome:
     """Train and write the final adapter to ``work_dir/adapter``, starting from ``init_adapter``'s
-    weights when given. If ``work_dir/checkpoint`` exists the run resumes from it."""
+    weights when given. If ``work_dir/checkpoint`` exists the run resumes from it.
+    ``on_checkpoint(step, folder)`` after each checkpoint is written (to copy it elsewhere)."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -185,7 +187,7 @@ def train(base_dir: Path, examples: list[TokenizedExample], config: TrainingConf
     while step < steps:
         if cancel is not None and cancel.is_set():
             if step and method.can_checkpoint(step):  # a pause resumes from here (a cancel discards it)
-                _save_checkpoint(run, step, ckpt)
+                _save_checkpoint(run, step, ckpt, on_checkpoint)
             raise TrainingCancelled()
         if method.restructure_due(step):
             run.restructured(method.restructure(run.model), step)
@@ -205,7 +207,7 @@ def train(base_dir: Path, examples: list[TokenizedExample], config: TrainingConf
         if on_progress is not None:
             on_progress(Progress(step, steps, float(loss.detach()), time.perf_counter() - started))
         if step % config.checkpoint_every == 0 and step < steps and method.can_checkpoint(step):
-            _save_checkpoint(run, step, ckpt)
+            _save_checkpoint(run, step, ckpt, on_checkpoint)
 
     run.model.eval()
     out = method.export(run.model, work_dir / "adapter")
@@ -214,7 +216,7 @@ def train(base_dir: Path, examples: list[TokenizedExample], config: TrainingConf
                                  "seconds": time.perf_counter() - started})
 
 
-def _save_checkpoint(run: _Run, step: int, ckpt: Path) -> None:
+def _save_checkpoint(run: _Run, step: int, ckpt: Path, then: Callable[[int, Path], None] | None) -> None:
     """Written to a temp folder and renamed, so a kill mid-save keeps the previous checkpoint."""
     import shutil
 
@@ -231,3 +233,5 @@ def _save_checkpoint(run: _Run, step: int, ckpt: Path) -> None:
         ckpt.rename(old)
     tmp.rename(ckpt)
     shutil.rmtree(old, ignore_errors=True)
+    if then is not None:
+        then(step, ckpt)

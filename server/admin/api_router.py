@@ -45,10 +45,9 @@ async def disable_tenant(tenant: str, registry: RegistryDep, tenant_cache: Tenan
 
 
 def _cancel_jobs(fine_tuning, tenant_id: int) -> None:
-    repo = fine_tuning.repo
-    for job in repo.list_jobs(tenant_id):
+    for job in fine_tuning.repo.list_jobs(tenant_id):
         if job.status not in TERMINAL_JOB_STATES:
-            repo.request_cancel(job.id, tenant_id)
+            fine_tuning.cancel(job.id, tenant_id)
 
 
 @router.post("/tenants/{tenant}/enable")

@@ -33,7 +33,7 @@ async def retrieve_job(job_id: str, tenant: TenantDep, fine_tuning: FineTuningDe
 
 @router.post("/{job_id}/cancel")
 async def cancel_job(job_id: str, tenant: TenantDep, fine_tuning: FineTuningDep) -> JobObject:
-    return JobObject.of(await asyncio.to_thread(fine_tuning.repo.request_cancel, job_id, tenant.id))
+    return JobObject.of(await asyncio.to_thread(fine_tuning.cancel, job_id, tenant.id))
 
 
 @router.post("/{job_id}/pause")
@@ -44,8 +44,8 @@ async def pause_job(job_id: str, tenant: TenantDep, fine_tuning: FineTuningDep) 
 
 @router.post("/{job_id}/resume")
 async def resume_job(job_id: str, tenant: TenantDep, fine_tuning: FineTuningDep) -> JobObject:
-    """Queue a paused job again; it continues from its checkpoint (when its machine has the work
-    folder; docs: checkpoints are local files until they move to the blob store)."""
+    """Queue a paused job again; it continues from its checkpoint (kept in the blob store, so any
+    gateway may run it)."""
     return JobObject.of(await asyncio.to_thread(fine_tuning.repo.request_resume, job_id, tenant.id))
 
 

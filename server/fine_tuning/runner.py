@@ -2,8 +2,8 @@
 
 State lives in the database and jobs are claimed through it (job_leases.py): a job whose
 gateway stopped is taken over, by any gateway, once its lease runs out, and resumes from its
-last checkpoint when that gateway's machine has its work folder (else from the start). On success the
-adapter goes through the same validation and live check as an upload.
+last checkpoint, which is kept in the blob store (checkpoints.py). On success the adapter goes
+through the same validation and live check as an upload.
 """
 
 import asyncio
@@ -22,6 +22,7 @@ from adapters.training.trainer import TrainingCancelled
 from adapters.training.config import TrainingConfig
 from server.adapters_api.service import AdapterService
 from adapters.errors import PeftServeError
+from server.fine_tuning.checkpoints import JobCheckpoints
 from server.fine_tuning.service import FineTuningService
 from server.fine_tuning.training_process import train_in_process
 
@@ -41,6 +42,7 @@ class FineTuningRunner:
         self.repo: FineTuningRepository = service.repo
         self.leases = JobLeases(self.repo.sessions, FineTuningJob, queued=JobStatus.queued, running=JobStatus.running)
         self.owner = owner  # this gateway, as named in the leases it holds
+        self.checkpoints = JobCheckpoints(service.lifecycle, self.leases, self.repo, owner)
         self.lease_s = lease_s
         self.adapters = adapters
         self.max_concurrent = max_concurrent
@@ -87,7 +89,7 @@ class FineTuningRunner:
                 continue  # another gateway was faster, or the tenant is at its limit
             if previous:
                 await asyncio.to_thread(self.repo.add_event, job.id, "The gateway running this job stopped; the "
-                                        "job resumes from its last checkpoint (when this machine has it)")
+                                        "job resumes from its last checkpoint")
             self._running[job.id] = asyncio.create_task(self._run_holding_lease(job), name=f"job {job.id}")
 
     async def _run_holding_lease(self, job: FineTuningJob) -> None:
@@ -127,6 +129,7 @@ class FineTuningRunner:
         # The job ended here (its adapter, if any, is in the blob store): checkpoints and optimizer
         # state are no longer needed. A job that is only interrupted keeps them to resume.
         await asyncio.to_thread(shutil.rmtree, self.service.work_root / job.id, True)
+        await asyncio.to_thread(self.checkpoints.release_if_ended, job.id)
 
     async def _finish(self, job: FineTuningJob, **values) -> bool:
         return await asyncio.to_thread(self.leases.finish, job.id, self.owner, finished_at=utcnow(), **values)
@@ -154,12 +157,22 @@ class FineTuningRunner:
                 if current.cancel_requested or current.pause_requested:  # both stop at a step, after a checkpoint
                     cancel.set()
 
+        def on_checkpoint(step: int, archive: Path) -> None:
+            if lost.is_set():
+                archive.unlink(missing_ok=True)
+            elif not self.checkpoints.push(job.id, step, archive) and not lost.is_set():
+                log.warning("job %s: checkpoint of step %d kept on this machine only", job.id, step)
+
         work_dir = self.service.work_root / job.id
+        resumed = self.checkpoints.pull(job.id, work_dir)
+        if resumed:
+            self.repo.add_event(job.id, f"Resuming from the checkpoint at step {resumed}",
+                                data={"resumed_from_step": resumed})
         init_adapter = self.service.write_starting_weights(job, work_dir / "starting-adapter")
         # Parsing, tokenizing and training run in a child process (training_process.py); this
-        # thread, one of the runner's own, relays progress and cancellation.
+        # thread, one of the runner's own, relays progress, checkpoints and cancellation.
         return train_in_process(base_dir, training, validation, config, work_dir, on_progress=on_progress,
-                                cancel=cancel, init_adapter=init_adapter)
+                                cancel=cancel, init_adapter=init_adapter, on_checkpoint=on_checkpoint)
 
     async def _register(self, job: FineTuningJob, trained) -> None:
         result, tokens = trained

@@ -4,7 +4,7 @@ import asyncio
 from pathlib import Path
 
 from adapters.registry.fine_tuning_repository import FineTuningRepository
-from adapters.registry.models import Adapter, BaseVersion, FineTuningJob, Tenant
+from adapters.registry.models import TERMINAL_JOB_STATES, Adapter, BaseVersion, FineTuningJob, Tenant
 from adapters.registry.repository import Registry, split_ref
 from adapters.storage.blob_lifecycle import BlobLifecycle
 from adapters.training.config import TrainingConfig
@@ -103,6 +103,14 @@ class FineTuningService:
             return self.repo.add_job(**fields, init_weights_sha256=start.weights_sha256)
         finally:
             self.lifecycle.references.unclaim(claim)
+
+    def cancel(self, job_id: str, tenant_id: int) -> FineTuningJob:
+        """A job that was not running (queued, paused) ends here and drops its checkpoint; a running
+        one stops at its next step and its runner drops it."""
+        job = self.repo.request_cancel(job_id, tenant_id)
+        if job.status in TERMINAL_JOB_STATES and job.checkpoint_sha256:
+            self.lifecycle.release([job.checkpoint_sha256])
+        return job
 
     def write_starting_weights(self, job: FineTuningJob, folder: Path) -> Path | None:
         """The weights a continuing job starts from, as a PEFT folder's weight file (None: a new adapter)."""

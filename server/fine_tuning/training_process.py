@@ -32,9 +32,12 @@ class TrainingProcessDied(Exception):
 
 def train_in_process(base_dir: Path, training: bytes, validation: bytes | None, config: TrainingConfig,
                      work_dir: Path, *, on_progress: Callable[[Progress], None], cancel: threading.Event,
-                     init_adapter: Path | None = None, poll_s: float = 0.2) -> tuple[TrainingResult, int]:
+                     init_adapter: Path | None = None, on_checkpoint: Callable[[int, Path], None] | None = None,
+                     poll_s: float = 0.2) -> tuple[TrainingResult, int]:
     """(result, trained tokens). Blocks: call it from a thread. Raises what the child raised
-    (TrainingCancelled, a PeftServeError with its code) or TrainingProcessDied."""
+    (TrainingCancelled, a PeftServeError with its code) or TrainingProcessDied.
+    ``on_checkpoint(step, archive)``: each checkpoint the child saved, as a tar of its own (the
+    child goes on training meanwhile; the next checkpoint is another file)."""
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
     child = context.Process(target=_child_main, name="peftserve-training", daemon=True,
@@ -60,6 +63,10 @@ def train_in_process(base_dir: Path, training: bytes, validation: bytes | None, 
             kind, payload = message[0], message[1:]
             if kind == "progress":
                 on_progress(Progress(*payload))
+            elif kind == "checkpoint":
+                step, archive = payload
+                if on_checkpoint is not None:
+                    on_checkpoint(step, Path(archive))
             elif kind == "result":
                 adapter_dir, eval_set, metadata, tokens = payload
                 return TrainingResult(Path(adapter_dir), eval_set, metadata), tokens
@@ -81,9 +88,17 @@ def train_in_process(base_dir: Path, training: bytes, validation: bytes | None, 
 def _child_main(conn, base_dir: str, training: bytes, validation: bytes | None, config_json: dict,
                 work_dir: str, init_adapter: str | None = None) -> None:
     _die_with_parent()
+    from adapters.training.checkpoint_archive import pack
     from adapters.training.run import prepare, run_training
 
     cancel = threading.Event()
+
+    def on_checkpoint(step: int, folder: Path) -> None:
+        archive = pack(folder, folder.with_name(f"checkpoint-{step:08d}.tar"))
+        try:
+            conn.send(("checkpoint", step, str(archive)))
+        except (EOFError, OSError):
+            cancel.set()
 
     def on_progress(p: Progress) -> None:
         try:
@@ -98,7 +113,8 @@ def _child_main(conn, base_dir: str, training: bytes, validation: bytes | None, 
         config = TrainingConfig(**config_json)
         data = prepare(Path(base_dir), training, validation, config)
         result = run_training(Path(base_dir), data, config, Path(work_dir), on_progress=on_progress, cancel=cancel,
-                              init_adapter=None if init_adapter is None else Path(init_adapter))
+                              init_adapter=None if init_adapter is None else Path(init_adapter),
+                              on_checkpoint=on_checkpoint)
         tokens = sum(len(e.input_ids) for e in data.train) * config.n_epochs
         message = ("result", str(result.adapter_dir), result.eval_set, result.metadata, tokens)
     except TrainingCancelled:
