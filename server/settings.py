@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import SecretStr, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.screening.policy import ScreeningPolicy
@@ -129,6 +129,14 @@ class Settings(BaseSettings):
     by content address, instead of loading a folder the gateway wrote: no disk shared between
     gateways and workers. Gateway-started workers get the store's settings; external workers
     need PEFTSERVE_WORKER_BLOB_STORE / _CACHE_DIR (server/engine/vllm_plugin/blob_resolver.py)."""
+
+    worker_s3_access_key_id: str | None = None
+    """Credentials gateway-started workers get for the S3 store instead of the gateway's (which
+    they then never see): give them a read-only policy (s3:GetObject and s3:ListBucket on the
+    prefix). Unset, workers inherit the gateway's environment."""
+
+    worker_s3_secret_access_key: SecretStr | None = None
+    """Secret of ``worker_s3_access_key_id``."""
 
     worker_cache_bytes: int = Field(default=10 * 2**30, gt=0)
     """Bound on each fetching worker's adapter cache on its own disk (least recently resolved go first)."""
@@ -300,6 +308,8 @@ class Settings(BaseSettings):
             self.adapters_dir = self.data_dir / "adapters"
         if self.blob_store == "s3" and not self.s3_bucket:
             raise ValueError("blob_store 's3' needs s3_bucket (PEFTSERVE_S3_BUCKET)")
+        if (self.worker_s3_access_key_id is None) != (self.worker_s3_secret_access_key is None):
+            raise ValueError("worker_s3_access_key_id and worker_s3_secret_access_key go together")
         if self.max_loras_per_batch is None:
             self.max_loras_per_batch = self.max_resident_adapters
         elif self.max_loras_per_batch > self.max_resident_adapters:

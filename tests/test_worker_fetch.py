@@ -111,3 +111,29 @@ def test_a_fetching_worker_serves_adapters_the_gateway_never_wrote_to_disk(fetch
         again = c.post("/v1/completions", json={**body, "model": "fetched"})
     assert again.status_code == 200 and again.json()["choices"][0]["text"] == fetched.json()["choices"][0]["text"]
     assert sha(cached[0]) == sha(adapter / "adapter_model.safetensors")
+
+
+def test_workers_get_their_own_read_only_credentials_and_a_read_only_store(tmp_path, monkeypatch):
+    import json
+
+    from pydantic import ValidationError
+
+    from server.engine.vllm_plugin.blob_resolver import STORE_ENV, blob_store_from_env
+    from server.engine.worker_process import worker_environment
+    from server.settings import Settings
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "gateway-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "gateway-secret")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "gateway-token")
+    common = dict(data_dir=tmp_path, blob_store="s3", s3_bucket="b", s3_endpoint_url="http://127.0.0.1:9",
+                  workers_fetch_adapters=True)
+    settings = Settings(**common, worker_s3_access_key_id="reader", worker_s3_secret_access_key="reader-secret")
+    env = worker_environment(settings, WORKER_API_KEY, tmp_path / "cache")
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == ("reader", "reader-secret")
+    assert "AWS_SESSION_TOKEN" not in env and "gateway-secret" not in json.dumps(env)
+    store = blob_store_from_env(json.loads(env[STORE_ENV]))  # builds a client; sends nothing
+    assert not any(hasattr(store, write) for write in ("put_stream", "put_file", "delete", "clear_temp"))
+    inherited = worker_environment(Settings(**common), WORKER_API_KEY, tmp_path / "cache")
+    assert inherited["AWS_ACCESS_KEY_ID"] == "gateway-key"  # unset: the gateway's own (documented)
+    with pytest.raises(ValidationError, match="go together"):
+        Settings(**common, worker_s3_access_key_id="reader")

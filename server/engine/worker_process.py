@@ -84,6 +84,11 @@ def worker_environment(settings: Settings, api_key: str | None = None, cache_dir
         env[STORE_ENV] = json.dumps(worker_blob_store(settings, cache_dir))
         env[CACHE_DIR_ENV] = str(cache_dir)
         env[CACHE_BYTES_ENV] = str(settings.worker_cache_bytes)
+        if settings.blob_store == "s3" and settings.worker_s3_access_key_id:  # read-only: never the gateway's
+            for inherited in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
+                env.pop(inherited, None)
+            env["AWS_ACCESS_KEY_ID"] = settings.worker_s3_access_key_id
+            env["AWS_SECRET_ACCESS_KEY"] = settings.worker_s3_secret_access_key.get_secret_value()
     env.setdefault("HF_HUB_OFFLINE", "1")  # never fetch from a model hub
     env.setdefault("PYTHONUNBUFFERED", "1")  # the log is read at start-up (which LoRA path runs)
     env.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -31,24 +31,42 @@ LORA_NAME = re.compile(r"^lora-([0-9a-f]{64})$")
 MANIFEST = re.compile(r"^([0-9a-f]{64}):([0-9a-f]{64})$")
 
 
-def blob_store_from_env(spec: dict) -> BlobStore:
-    """The store a worker reads (its credentials may be read-only: it never writes or deletes)."""
+class ReadOnlyBlobs:
+    """The part of a blob store a worker may use. Its credentials should allow no more (a
+    read-only policy, settings.worker_s3_access_key_id); this keeps the worker's code from trying."""
+
+    def __init__(self, store: BlobStore):
+        self._store = store
+
+    def exists(self, sha256: str) -> bool:
+        return self._store.exists(sha256)
+
+    def open(self, sha256: str):
+        return self._store.open(sha256)
+
+    def copy_to(self, sha256: str, dest: Path) -> None:
+        self._store.copy_to(sha256, dest)
+
+
+def blob_store_from_env(spec: dict) -> ReadOnlyBlobs:
+    """The store a worker reads; it never writes or deletes."""
     if spec.get("kind") == "local":
-        return LocalBlobStore(Path(spec["dir"]))
+        return ReadOnlyBlobs(LocalBlobStore(Path(spec["dir"])))
     if spec.get("kind") == "s3":
         import boto3
 
         from adapters.storage.s3_blob_store import S3BlobStore
 
         client = boto3.client("s3", endpoint_url=spec.get("endpoint_url"), region_name=spec.get("region"))
-        return S3BlobStore(client, spec["bucket"], spec.get("prefix", "peftserve/blobs"), Path(spec["spool_dir"]))
+        return ReadOnlyBlobs(S3BlobStore(client, spec["bucket"], spec.get("prefix", "peftserve/blobs"),
+                                         Path(spec["spool_dir"])))
     raise ValueError(f"{STORE_ENV}: unknown blob store {spec!r}")
 
 
 class AdapterCache:
     """Verified adapter folders from the blob store, bounded in size."""
 
-    def __init__(self, blobs: BlobStore, root: Path, max_bytes: int):
+    def __init__(self, blobs: "BlobStore | ReadOnlyBlobs", root: Path, max_bytes: int):
         self.blobs = blobs
         self.root = root
         self.max_bytes = max_bytes
