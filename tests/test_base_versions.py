@@ -110,3 +110,23 @@ def test_import_over_the_admin_api_starts_serving_the_new_version(two_versions, 
         assert created.status_code == 201 and created.json()["ref"] == "tiny@3", created.text
         workers = {w["base_version"] for w in client.get("/admin/workers", headers=headers).json()}
         assert workers == {"tiny@3"}  # the newest version; tiny@2 has no adapter left to serve
+
+
+def test_a_read_only_folder_is_registered_in_place(two_versions, tiny_base_dir, tmp_path):
+    """As a fleet without shared disks does with the base baked into its image: no copy, the
+    registry row names the folder itself, which stays untouched; a .gguf cannot be (it is converted)."""
+    env = {"PEFTSERVE_DATA_DIR": str(tmp_path / "data")}
+    image = tmp_path / "image-base"
+    shutil.copytree(tiny_base_dir, image)
+    image.chmod(0o555)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in image.iterdir())
+    code, out = run_cli("base", "import", str(image), "--name", "baked", "--in-place", env=env)
+    assert code == 0 and out["path"] == str(image.resolve()) and out["ref"] == "baked@1", out
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in image.iterdir()) == before
+    assert not (tmp_path / "data" / "bases" / "baked").exists()
+    code, again = run_cli("base", "import", str(image), "--name", "baked", "--in-place", "--if-missing", env=env)
+    assert code == 0 and again["created"] is False
+    (tmp_path / "x.gguf").write_bytes(b"GGUF")
+    code, out = run_cli("base", "import", str(tmp_path / "x.gguf"), "--name", "g", "--in-place", env=env)
+    assert code == 1 and "in place" in out["error"]["message"]
+    image.chmod(0o755)

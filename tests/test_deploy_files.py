@@ -14,12 +14,14 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from server.engine.vllm_plugin.blob_resolver import CACHE_BYTES_ENV, CACHE_DIR_ENV, STORE_ENV
 from server.metrics import GatewayMetrics
 from server.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_SCHEMA = ROOT / ".cache" / "compose-spec" / "compose-spec.json"
 SETTINGS_VARS = {f"PEFTSERVE_{name.upper()}" for name in Settings.model_fields}
+WORKER_VARS = {STORE_ENV, CACHE_DIR_ENV, CACHE_BYTES_ENV}  # read by our plugin inside a worker
 
 
 def compose() -> dict:
@@ -99,7 +101,7 @@ def test_kubernetes_gateway_probes_settings_and_gpu_workers():
     worker = documents["StatefulSet"]["spec"]["template"]["spec"]["containers"][0]
     assert worker["resources"]["requests"]["nvidia.com/gpu"] == "1"
     config = {**documents["ConfigMap"]["data"], **documents["Secret"]["stringData"]}
-    used = {k for k in config if k.startswith("PEFTSERVE_")}
+    used = {k for k in config if k.startswith("PEFTSERVE_")} - WORKER_VARS
     assert used <= SETTINGS_VARS, used - SETTINGS_VARS
     Settings.model_validate({k.removeprefix("PEFTSERVE_").lower(): v for k, v in config.items()
                              if k in used and k != "PEFTSERVE_WORKER_URLS"})
@@ -131,3 +133,46 @@ def test_workers_need_the_gateways_key_and_metrics_are_scraped_keyless_off_the_a
     gateway = next(d for d in documents if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
     assert str(ports["metrics"]) == config["PEFTSERVE_METRICS_LISTEN"].rsplit(":", 1)[1]
+
+
+def test_the_fleet_shares_only_the_database_and_the_bucket():
+    """No volume mounted by two containers or pods; base models in the images (registered in place);
+    workers fetch adapters from the gateways' bucket with credentials of their own."""
+    spec = compose()
+    services = spec["services"]
+    assert set(spec["volumes"]) == {"pgdata", "minio"}
+    mounts = {name: [v.split(":")[0] for v in s.get("volumes", []) if not v.startswith("./")]
+              for name, s in services.items()}
+    assert {name for name, m in mounts.items() if m} == {"postgres", "minio"}
+    gateway = services["gateway-a"]["environment"]
+    assert gateway["PEFTSERVE_WORKERS_FETCH_ADAPTERS"] == "true" and "PEFTSERVE_ADAPTERS_DIR" not in gateway
+    in_place = services["base-import"]["command"]
+    assert "--in-place" in in_place
+    dockerfile = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
+    assert f"DEMO_BASE={in_place[3]}" in dockerfile and "AS gpu-worker" in dockerfile
+    for name, service in services.items():
+        if not name.startswith("worker"):
+            continue
+        env, command = service["environment"], service["command"]
+        assert command[command.index("--model") + 1] == in_place[3]
+        store = json.loads(env[STORE_ENV])
+        assert (store["kind"], store["bucket"], store["endpoint_url"]) == (
+            "s3", gateway["PEFTSERVE_S3_BUCKET"], gateway["PEFTSERVE_S3_ENDPOINT_URL"])
+        assert store["spool_dir"].startswith(env[CACHE_DIR_ENV]) and env[CACHE_DIR_ENV] in service["tmpfs"]
+        assert env["AWS_ACCESS_KEY_ID"] != gateway["AWS_ACCESS_KEY_ID"]  # the read-only user
+        assert f"user add store {env['AWS_ACCESS_KEY_ID']} {env['AWS_SECRET_ACCESS_KEY']}" in \
+            services["minio-bucket"]["entrypoint"][-1] and "policy attach store readonly" in \
+            services["minio-bucket"]["entrypoint"][-1]
+    assert services["worker-gpu-1"]["build"]["target"] == "gpu-worker"  # vLLM's image plus our plugin
+
+    documents = kubernetes_documents()
+    assert not [d for d in documents if d["kind"] == "PersistentVolumeClaim"]
+    pods = [d["spec"]["template"]["spec"] for d in documents if d["kind"] in ("Deployment", "StatefulSet", "Job")]
+    assert pods and not [v for p in pods for v in p.get("volumes", []) if "persistentVolumeClaim" in v]
+    config = next(d for d in documents if d["kind"] == "ConfigMap")["data"]
+    store = json.loads(config[STORE_ENV])
+    assert store["bucket"] == config["PEFTSERVE_S3_BUCKET"] and config["PEFTSERVE_WORKERS_FETCH_ADAPTERS"] == "true"
+    worker = next(d for d in documents if d["kind"] == "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"] for e in worker["env"]} >= {STORE_ENV, CACHE_DIR_ENV}
+    assert [s["secretRef"]["name"] for s in worker["envFrom"]] == ["peftserve-worker-store"]  # not the gateway's
+    assert worker["args"][worker["args"].index("--model") + 1] == in_place[3]

