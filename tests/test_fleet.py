@@ -8,6 +8,7 @@ both; a worker or a gateway killed mid-traffic costs only the requests in flight
 fine-tuning job whose gateway is killed is taken over by the other gateway, resumes from the
 checkpoint in the bucket and ends with the adapter an uninterrupted run makes, once."""
 
+import hashlib
 import itertools
 import json
 import os
@@ -26,7 +27,7 @@ from pydantic import SecretStr
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
 from adapters.registry.repository import Registry
 from migration.base_versions.importer import import_base
-from tests.gateway_harness import ADMIN_KEY, JOB_LEASE_S, free_port
+from tests.gateway_harness import ADMIN_KEY, JOB_LEASE_S, WORKER_API_KEY, free_port
 from tests.second_gateway import SecondGateway
 from tests.standalone_worker import StandaloneWorker
 from tests.test_trans_peft import reverse_task
@@ -211,6 +212,29 @@ def traffic(server: SecondGateway, key: str, stop: threading.Event, out: list[Ou
                 out.append(Outcome(started, ok, resp.headers.get("x-peftserve-worker"), text[:200]))
             except httpx.HTTPError as e:
                 out.append(Outcome(started, False, None, repr(e)))
+
+
+def test_a_worker_refetches_adapters_damaged_in_its_own_cache(fleet, workers, routed):
+    """Worker one's cached files are damaged and vLLM drops its adapters (as it may on eviction):
+    each next request resolves again, finds the damage, fetches and verifies the files."""
+    gateways, _ = fleet
+
+    cached = list(workers["one"].cache_dir.glob("*/adapter_model.safetensors"))
+    assert cached, "worker one fetched nothing"
+    for weights in cached:
+        weights.write_bytes(b"damaged on the worker's disk")
+    headers = {"Authorization": f"Bearer {WORKER_API_KEY}"}
+    loaded = httpx.get(f"{workers['one'].url}/v1/models", headers=headers).json()["data"]
+    for model in loaded:
+        if model["id"].startswith("lora-"):
+            assert httpx.post(f"{workers['one'].url}/v1/unload_lora_adapter", json={"lora_name": model["id"]},
+                              headers=headers).status_code == 200
+    with client(gateways["b"], routed) as c:
+        for name in ROUTED:
+            resp = c.post("/v1/completions", json={"model": name, "prompt": "Hi", "max_tokens": 2})
+            assert resp.status_code == 200, resp.text
+    for weights in cached:  # the folder is named by the digests it holds
+        assert hashlib.sha256(weights.read_bytes()).hexdigest().startswith(weights.parent.name.split("-")[1])
 
 
 def test_a_migration_started_on_one_gateway_is_served_by_both(fleet, lora_factory):
