@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO, Protocol
 
 CHUNK = 1024 * 1024
@@ -94,22 +94,11 @@ class LocalBlobStore:
         return self._path(sha256).is_file()
 
     def copy_to(self, sha256: str, dest: Path) -> None:
-        digest = hashlib.sha256()
-        tmp = dest.with_name(dest.name + ".tmp")
-        with self._path(sha256).open("rb") as src, tmp.open("wb") as out:
-            while chunk := src.read(CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != sha256:
-            tmp.unlink()
-            raise BlobCorruptedError(f"blob {sha256} is corrupted on disk")
-        os.replace(tmp, dest)
+        with self._path(sha256).open("rb") as src:
+            write_verified(iter(lambda: src.read(CHUNK), b""), sha256, dest, where="on disk")
 
     def open(self, sha256: str) -> BinaryIO:
-        data = self._path(sha256).read_bytes()
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise BlobCorruptedError(f"blob {sha256} is corrupted on disk")
-        return io.BytesIO(data)
+        return verified(self._path(sha256).read_bytes(), sha256, where="on disk")
 
     def delete(self, sha256: str) -> None:
         self._path(sha256).unlink(missing_ok=True)
@@ -126,6 +115,28 @@ class LocalBlobStore:
         """Drop half-written temp files a crash left (called at start-up). Only old ones: another
         gateway sharing this store may be writing the young ones right now."""
         remove_stale_files(self._tmp, older_than_s)
+
+
+def write_verified(chunks: Iterable[bytes], sha256: str, dest: Path, *, where: str) -> None:
+    """Write a blob's bytes to ``dest`` (a temp file renamed into place) only if they hash to
+    ``sha256``; otherwise BlobCorruptedError and nothing at ``dest``. ``where``: for the message."""
+    digest = hashlib.sha256()
+    tmp = dest.with_name(dest.name + ".tmp")
+    with tmp.open("wb") as out:
+        for chunk in chunks:
+            digest.update(chunk)
+            out.write(chunk)
+    if digest.hexdigest() != sha256:
+        tmp.unlink()
+        raise BlobCorruptedError(f"blob {sha256} is corrupted {where}")
+    os.replace(tmp, dest)
+
+
+def verified(data: bytes, sha256: str, *, where: str) -> BinaryIO:
+    """A whole small blob, if it hashes to ``sha256``."""
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise BlobCorruptedError(f"blob {sha256} is corrupted {where}")
+    return io.BytesIO(data)
 
 
 def remove_stale_files(folder: Path, older_than_s: float) -> None:

@@ -6,8 +6,6 @@ all, so a crash leaves no half blob), and every read is verified against the has
 """
 
 import hashlib
-import io
-import os
 import tempfile
 from pathlib import Path
 from collections.abc import Iterator
@@ -15,7 +13,7 @@ from typing import BinaryIO
 
 from botocore.exceptions import ClientError
 
-from adapters.storage.blob_store import CHUNK, BlobCorruptedError, check_digest, remove_stale_files
+from adapters.storage.blob_store import CHUNK, check_digest, remove_stale_files, verified, write_verified
 
 
 class S3BlobStore:
@@ -58,23 +56,12 @@ class S3BlobStore:
             raise
 
     def copy_to(self, sha256: str, dest: Path) -> None:
-        digest = hashlib.sha256()
-        tmp = dest.with_name(dest.name + ".tmp")
         body = self.client.get_object(Bucket=self.bucket, Key=self._key(sha256))["Body"]
-        with tmp.open("wb") as out:
-            for chunk in body.iter_chunks(CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != sha256:
-            tmp.unlink()
-            raise BlobCorruptedError(f"blob {sha256} is corrupted in s3://{self.bucket}")
-        os.replace(tmp, dest)
+        write_verified(body.iter_chunks(CHUNK), sha256, dest, where=f"in s3://{self.bucket}")
 
     def open(self, sha256: str) -> BinaryIO:
         data = self.client.get_object(Bucket=self.bucket, Key=self._key(sha256))["Body"].read()
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise BlobCorruptedError(f"blob {sha256} is corrupted in s3://{self.bucket}")
-        return io.BytesIO(data)
+        return verified(data, sha256, where=f"in s3://{self.bucket}")
 
     def delete(self, sha256: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(sha256))
