@@ -17,10 +17,16 @@ class Base(DeclarativeBase):
 
 
 class LeasedJob:
-    """Columns of a background job that gateways claim through the database (job_leases.py)."""
+    """Columns every background job has (fine-tuning, migrations): who holds it and until when
+    (gateways claim jobs through the database, job_leases.py), its cancel flag, error and times."""
 
     claimed_by: Mapped[str | None] = mapped_column(String(96), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class AdapterStatus(str, enum.Enum):
@@ -210,14 +216,9 @@ class FineTuningJob(LeasedJob, Base):
     checkpoint_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     checkpoint_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=24), index=True)
-    error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     fine_tuned_model: Mapped[str | None] = mapped_column(String(160), nullable=True)
     trained_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    cancel_requested: Mapped[bool] = mapped_column(default=False)
     pause_requested: Mapped[bool] = mapped_column(default=False, server_default=false())
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     tenant: Mapped[Tenant] = relationship()
     base_version: Mapped[BaseVersion] = relationship()
@@ -258,11 +259,6 @@ class MigrationJob(LeasedJob, Base):
     thresholds: Mapped[dict] = mapped_column(JSON)  # the gate thresholds, fixed when the job was created
     selection: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # as requested; None = everything
     skipped: Mapped[list] = mapped_column(JSON, default=list)  # [{adapter, reason}] left out at creation
-    cancel_requested: Mapped[bool] = mapped_column(default=False)
-    error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     rolled_back_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     from_version: Mapped[BaseVersion] = relationship(foreign_keys=[from_version_id])

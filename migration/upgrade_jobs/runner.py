@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from adapters.registry.job_leases import JobLeases
+from adapters.registry.job_loop import JobLoop
 from adapters.registry.migration_repository import MigrationRepository
 from adapters.registry.models import ItemState, MigrationJob, MigrationStatus, utcnow
 from adapters.registry.repository import Registry
@@ -37,7 +38,6 @@ class MigrationRunner:
         self.leases = JobLeases(repo.sessions, MigrationJob, queued=MigrationStatus.queued,
                                 running=MigrationStatus.running)
         self.owner = owner  # this gateway, as named in the leases it holds
-        self.lease_s = lease_s
         self.metrics = metrics
         self.registry = registry
         self.served = served
@@ -45,51 +45,18 @@ class MigrationRunner:
         self.materializer = materializer
         self.trial_settings = trial_settings
         self._on_change = on_change  # adapters moved: drop cached model-name resolutions
-        self.poll_s = poll_s
-        self._task: asyncio.Task | None = None
+        # One job at a time: jobs share the workers, and a second one would only slow the first.
+        self.jobs = JobLoop(self.leases, kind="migration", owner=owner, lease_s=lease_s, poll_s=poll_s, capacity=1,
+                            run=self._run_job)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="migration runner")
+        await self.jobs.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await self.jobs.stop()
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                if await self._claim_and_run():
-                    continue
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("migration scheduler failed; retrying")
-            await asyncio.sleep(self.poll_s)
-
-    async def _claim_and_run(self) -> bool:
-        """Claim the oldest free job (queued, or abandoned by a gateway that died) and run it."""
-        for job_id in await asyncio.to_thread(self.leases.claimable_ids):
-            previous = await asyncio.to_thread(self.leases.claim, job_id, self.owner, self.lease_s)
-            if previous is None:
-                continue  # another gateway was faster
-            if previous:
-                log.info("migration %s: taking over from %s, whose lease ran out", job_id, previous)
-            await self._run_holding_lease(await asyncio.to_thread(self.repo.get_job, job_id))
-            return True
-        return False
-
-    async def _run_holding_lease(self, job: MigrationJob) -> None:
-        work = asyncio.create_task(self._run(job), name=f"migration {job.id}")
-        await self.leases.hold(job.id, self.owner, self.lease_s, work, on_lost=work.cancel)
-        try:
-            await work
-        except asyncio.CancelledError:
-            if asyncio.current_task().cancelling():
-                raise  # we are shutting down ourselves
+    async def _run_job(self, job_id: str) -> None:
+        await self._run(await asyncio.to_thread(self.repo.get_job, job_id))
 
     async def _run(self, job: MigrationJob) -> None:
         if job.started_at is None:

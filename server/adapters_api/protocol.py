@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from adapters.registry.models import Adapter
+from server.list_envelope import ListEnvelope
 
 
 class AdapterPublic(BaseModel):
@@ -68,9 +69,7 @@ class AdapterVersions(BaseModel):
     versions: list[AdapterPublic]
 
 
-class AdapterList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[AdapterPublic]
+AdapterList = ListEnvelope[AdapterPublic]
 
 
 class AdapterDeleted(BaseModel):

@@ -5,6 +5,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from adapters.registry.models import StoredFile
+from server.list_envelope import ListEnvelope
 
 
 class FileObject(BaseModel):
@@ -22,10 +23,7 @@ class FileObject(BaseModel):
                    purpose=f.purpose, status=f.status.value)
 
 
-class FileList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[FileObject]
-    has_more: bool = False
+FileList = ListEnvelope[FileObject]
 
 
 class FileDeleted(BaseModel):

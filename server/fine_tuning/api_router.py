@@ -5,6 +5,7 @@ import asyncio
 from fastapi import APIRouter
 
 from server.deps import FineTuningDep, TenantDep
+from server.list_envelope import page_after
 from server.fine_tuning.protocol import (CheckpointList, CheckpointObject, EventList, EventObject, JobCreate, JobList,
                                         JobObject)
 
@@ -19,11 +20,9 @@ async def create_job(request: JobCreate, tenant: TenantDep, fine_tuning: FineTun
 @router.get("")
 async def list_jobs(tenant: TenantDep, fine_tuning: FineTuningDep, limit: int = 20,
                     after: str | None = None) -> JobList:
-    jobs = await asyncio.to_thread(fine_tuning.repo.list_jobs, tenant.id)
-    if after is not None:
-        ids = [j.id for j in jobs]
-        jobs = jobs[ids.index(after) + 1:] if after in ids else []
-    return JobList(data=[JobObject.of(j) for j in jobs[:limit]], has_more=len(jobs) > limit)
+    jobs, more = page_after(await asyncio.to_thread(fine_tuning.repo.list_jobs, tenant.id), after=after, limit=limit,
+                            cursor=lambda j: j.id)
+    return JobList(data=[JobObject.of(j) for j in jobs], has_more=more)
 
 
 @router.get("/{job_id}")
@@ -53,11 +52,9 @@ async def resume_job(job_id: str, tenant: TenantDep, fine_tuning: FineTuningDep)
 async def list_events(job_id: str, tenant: TenantDep, fine_tuning: FineTuningDep, limit: int = 20,
                       after: str | None = None) -> EventList:
     await asyncio.to_thread(fine_tuning.repo.get_job, job_id, tenant.id)  # 404 for others' jobs
-    events = await asyncio.to_thread(fine_tuning.repo.events, job_id)
-    if after is not None:
-        ids = [f"ftevent-{e.id}" for e in events]
-        events = events[ids.index(after) + 1:] if after in ids else []
-    return EventList(data=[EventObject.of(e) for e in events[:limit]], has_more=len(events) > limit)
+    events, more = page_after(await asyncio.to_thread(fine_tuning.repo.events, job_id), after=after, limit=limit,
+                              cursor=EventObject.public_id)
+    return EventList(data=[EventObject.of(e) for e in events], has_more=more)
 
 
 @router.get("/{job_id}/checkpoints")

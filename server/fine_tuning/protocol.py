@@ -5,6 +5,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.registry.models import FineTuningEvent, FineTuningJob
+from server.list_envelope import ListEnvelope
 
 
 class JobCreate(BaseModel):
@@ -57,10 +58,7 @@ class JobObject(BaseModel):
             training_file=job.training_file, validation_file=job.validation_file)
 
 
-class JobList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[JobObject]
-    has_more: bool = False
+JobList = ListEnvelope[JobObject]
 
 
 class EventObject(BaseModel):
@@ -72,16 +70,17 @@ class EventObject(BaseModel):
     data: dict[str, Any] | None = None
     type: Literal["message", "metrics"] = "message"
 
+    @staticmethod
+    def public_id(e: FineTuningEvent) -> str:
+        return f"ftevent-{e.id}"
+
     @classmethod
     def of(cls, e: FineTuningEvent) -> "EventObject":
-        return cls(id=f"ftevent-{e.id}", created_at=int(e.created_at.timestamp()), level=e.level, message=e.message,
+        return cls(id=cls.public_id(e), created_at=int(e.created_at.timestamp()), level=e.level, message=e.message,
                    data=e.data, type="metrics" if e.data and "step" in e.data else "message")
 
 
-class EventList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[EventObject]
-    has_more: bool = False
+EventList = ListEnvelope[EventObject]
 
 
 class CheckpointObject(BaseModel):
@@ -110,9 +109,6 @@ class CheckpointObject(BaseModel):
                    step_number=int(last.get("step", 0)))
 
 
-class CheckpointList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[CheckpointObject]
-    has_more: bool = False
+class CheckpointList(ListEnvelope[CheckpointObject]):
     first_id: str | None = None
     last_id: str | None = None

@@ -17,6 +17,7 @@ from pathlib import Path
 from adapters.registration import AdapterSubmission
 from adapters.registry.fine_tuning_repository import FineTuningRepository
 from adapters.registry.job_leases import GroupCap, JobLeases
+from adapters.registry.job_loop import JobLoop
 from adapters.registry.models import FineTuningJob, JobStatus, utcnow
 from adapters.training.trainer import TrainingCancelled
 from adapters.training.config import TrainingConfig
@@ -45,74 +46,47 @@ class FineTuningRunner:
         self.checkpoints = JobCheckpoints(service.lifecycle, self.leases, self.repo, owner)
         self.lease_s = lease_s
         self.adapters = adapters
-        self.max_concurrent = max_concurrent
         self.max_per_tenant = max_per_tenant
-        self.poll_s = poll_s
         self.event_every_s = event_every_s
-        self._running: dict[str, asyncio.Task] = {}
-        self._loop_task: asyncio.Task | None = None
+        self.jobs = JobLoop(self.leases, kind="fine-tuning job", owner=owner, lease_s=lease_s, poll_s=poll_s,
+                            capacity=max_concurrent, run=self._run_job, cap=self._tenant_cap,
+                            on_takeover=self._taken_over)
         # One thread per running job relays its training process (never the default executor,
         # which every database call of the gateway shares).
         self._relays = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="training-relay")
 
     async def start(self) -> None:
-        self._loop_task = asyncio.create_task(self._loop(), name="fine-tuning runner")
+        await self.jobs.start()
 
     async def stop(self) -> None:
-        if self._loop_task:
-            self._loop_task.cancel()
-        for task in self._running.values():
-            task.cancel()
+        await self.jobs.stop()
         self._relays.shutdown(wait=False)  # cancelled jobs' processes stop at their next step
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self._start_what_fits()
-            except Exception:
-                log.exception("fine-tuning scheduler failed; retrying")
-            await asyncio.sleep(self.poll_s)
+    async def _tenant_cap(self, job_id: str) -> GroupCap:
+        """At most max_per_tenant running jobs per tenant, counted over every gateway."""
+        job = await asyncio.to_thread(self.repo.get_job, job_id)
+        return GroupCap("tenant_id", job.tenant_id, self.max_per_tenant)
 
-    async def _start_what_fits(self) -> None:
-        """Claim free jobs (queued, or abandoned by a gateway that died) within this machine's
-        limit and each tenant's limit, counted over every gateway."""
-        self._running = {k: t for k, t in self._running.items() if not t.done()}
-        for job_id in await asyncio.to_thread(self.leases.claimable_ids):
-            if len(self._running) >= self.max_concurrent:
-                return
-            if job_id in self._running:
-                continue
-            job = await asyncio.to_thread(self.repo.get_job, job_id)
-            cap = GroupCap("tenant_id", job.tenant_id, self.max_per_tenant)
-            previous = await asyncio.to_thread(self.leases.claim, job_id, self.owner, self.lease_s, cap)
-            if previous is None:
-                continue  # another gateway was faster, or the tenant is at its limit
-            if previous:
-                await asyncio.to_thread(self.repo.add_event, job.id, "The gateway running this job stopped; the "
-                                        "job resumes from its last checkpoint")
-            self._running[job.id] = asyncio.create_task(self._run_holding_lease(job), name=f"job {job.id}")
+    async def _taken_over(self, job_id: str, previous_owner: str) -> None:
+        await asyncio.to_thread(self.repo.add_event, job_id, "The gateway running this job stopped; the "
+                                "job resumes from its last checkpoint")
 
-    async def _run_holding_lease(self, job: FineTuningJob) -> None:
-        lost = threading.Event()  # set when another gateway took the job: stop, write nothing
-        work = asyncio.create_task(self._run(job, lost))
-        await self.leases.hold(job.id, self.owner, self.lease_s, work, on_lost=lost.set)
-        await work
+    async def _run_job(self, job_id: str) -> None:
+        await self._run(await asyncio.to_thread(self.repo.get_job, job_id))
 
-    async def _run(self, job: FineTuningJob, lost: threading.Event) -> None:
+    async def _run(self, job: FineTuningJob) -> None:
         repo = self.repo
         if job.started_at is None:
             await asyncio.to_thread(repo.update_job, job.id, started_at=utcnow())
         await asyncio.to_thread(repo.add_event, job.id, "Training started")
         cancel = threading.Event()
         try:
-            result = await asyncio.get_running_loop().run_in_executor(self._relays, self._train, job, cancel, lost)
+            result = await asyncio.get_running_loop().run_in_executor(self._relays, self._train, job, cancel)
             await self._register(job, result)
-        except asyncio.CancelledError:  # server shutting down: the job resumes when claimed again
+        except asyncio.CancelledError:  # shutting down, or another gateway took the job: it resumes there
             cancel.set()
             raise
         except TrainingCancelled:
-            if lost.is_set():
-                return
             now = await asyncio.to_thread(repo.get_job, job.id)
             if now.pause_requested and not now.cancel_requested:  # keep the work folder: resume continues it
                 await asyncio.to_thread(self.leases.finish, job.id, self.owner, status=JobStatus.paused,
@@ -134,7 +108,7 @@ class FineTuningRunner:
     async def _finish(self, job: FineTuningJob, **values) -> bool:
         return await asyncio.to_thread(self.leases.finish, job.id, self.owner, finished_at=utcnow(), **values)
 
-    def _train(self, job: FineTuningJob, cancel: threading.Event, lost: threading.Event):
+    def _train(self, job: FineTuningJob, cancel: threading.Event):
         config = TrainingConfig(**job.hyperparameters)
         base_dir = Path(job.base_version.path)
         training = self.service.read_file(job.tenant_id, job.training_file, "training_file")
@@ -143,8 +117,6 @@ class FineTuningRunner:
         last_event, last_check = [0.0], [0.0]
 
         def on_progress(p) -> None:
-            if lost.is_set():
-                cancel.set()
             now = time.monotonic()
             if now - last_event[0] >= self.event_every_s or p.step == p.total_steps:
                 last_event[0] = now
@@ -158,9 +130,7 @@ class FineTuningRunner:
                     cancel.set()
 
         def on_checkpoint(step: int, archive: Path) -> None:
-            if lost.is_set():
-                archive.unlink(missing_ok=True)
-            elif not self.checkpoints.push(job.id, step, archive) and not lost.is_set():
+            if not self.checkpoints.push(job.id, step, archive) and not cancel.is_set():
                 log.warning("job %s: checkpoint of step %d kept on this machine only", job.id, step)
 
         work_dir = self.service.work_root / job.id

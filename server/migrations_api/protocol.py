@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.registry.models import ItemState, MigrationItem, MigrationJob
 from migration.validation_gate.gate import GateThresholds
+from server.list_envelope import ListEnvelope
 
 
 class MigrationCreate(BaseModel):
@@ -88,9 +89,7 @@ class MigrationPublic(BaseModel):
                    rolled_back_at=job.rolled_back_at, items=[MigrationItemPublic.of(i) for i in job.items])
 
 
-class MigrationList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[MigrationPublic]
+MigrationList = ListEnvelope[MigrationPublic]
 
 
 class PinRequest(BaseModel):

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from adapters.format.untrusted_json import unsafe_json_value
 from adapters.errors import InvalidRequestError
+from server.list_envelope import ListEnvelope
 
 # Bounds on sizes the worker would otherwise take whole (each costs engine work or memory).
 MAX_STOP_SEQUENCES = 16
@@ -190,6 +191,4 @@ class ModelDeleted(BaseModel):
     deleted: bool = True
 
 
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
+ModelList = ListEnvelope[ModelCard]
