@@ -33,6 +33,7 @@ from tests.standalone_worker import StandaloneWorker
 from tests.test_trans_peft import reverse_task
 from tests.test_uploads import folder_files
 from tests.tiny_models import continual_update
+from tests.polling import eventually
 from tests.upgrade_harness import EVAL_TOKENS, EVERYTHING_PASSES, AdminApi
 
 
@@ -191,10 +192,7 @@ class Outcome:
 
 
 def wait_for(condition, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
+    eventually(condition, timeout_s)
 
 
 def traffic(server: SecondGateway, key: str, stop: threading.Event, out: list[Outcome]) -> None:
@@ -344,8 +342,7 @@ def test_a_job_whose_gateway_dies_resumes_on_the_other_from_its_checkpoint_once(
 
 
 def wait_for_job(c: httpx.Client, job_id: str, timeout_s: float = 240) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while (job := c.get(f"/v1/fine_tuning/jobs/{job_id}").json())["status"] not in ("succeeded", "failed"):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.5)
-    return job
+    def ended() -> dict | None:
+        job = c.get(f"/v1/fine_tuning/jobs/{job_id}").json()
+        return job if job["status"] in ("succeeded", "failed") else None
+    return eventually(ended, timeout_s, interval_s=0.5, what=f"the end of {job_id}")

@@ -3,7 +3,6 @@ only documented sampling parameters reach the worker, the work of one request is
 tenant's requests in flight are bounded (others unaffected), /metrics needs the admin key,
 and disabling a tenant stops its fine-tuning jobs."""
 
-import time
 
 import httpx
 import pytest
@@ -13,6 +12,7 @@ from server.openai_api.request_limits import RequestLimits, TenantConcurrency
 from adapters.errors import InvalidRequestError, RateLimitError
 from tests.gateway_harness import ADMIN_KEY, free_port, gateway_settings, wait_until_http
 from tests.test_trans_peft import reverse_task
+from tests.polling import eventually
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -118,18 +118,11 @@ def test_streams_hold_their_place_until_they_end(gateway):
         with c.stream("POST", "/v1/completions", json=body) as stream:  # read to the end
             lines = [line for line in stream.iter_lines() if line]
         assert lines[-1] == "data: [DONE]"
-        wait_until(lambda: concurrency.in_flight(tenant_id) == 0)
+        eventually(lambda: concurrency.in_flight(tenant_id) == 0, 30)
         with c.stream("POST", "/v1/completions", json=body) as stream:  # the client leaves early
             next(stream.iter_lines())
-        wait_until(lambda: concurrency.in_flight(tenant_id) == 0)
+        eventually(lambda: concurrency.in_flight(tenant_id) == 0, 30)
         assert complete(c, stream=True).status_code == 200
-
-
-def wait_until(condition, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
 
 
 def test_tenant_concurrency_unit():
@@ -176,7 +169,7 @@ def test_disabling_a_tenant_cancels_its_fine_tuning_jobs(gateway):
     with gateway.admin() as admin:
         assert admin.post("/admin/tenants/to-disable/disable").status_code == 200
     repo = gateway.app.state.services.fine_tuning.repo
-    wait_until(lambda: all(repo.get_job(j).status.value == "cancelled" for j in jobs), 120)
+    eventually(lambda: all(repo.get_job(j).status.value == "cancelled" for j in jobs), 120)
     assert [repo.get_job(j).status.value for j in jobs] == ["cancelled", "cancelled"]
     with gateway.client(key) as c:
         assert c.get("/v1/fine_tuning/jobs").status_code == 401
