@@ -17,7 +17,8 @@ from adapters.format.peft_config import check_served_targets, parse_lora_config
 from adapters.format.safetensors_header import read_header
 from adapters.registry.adapter_quota import AdapterQuota
 from adapters.registry.models import Adapter, AdapterStatus, BaseVersion, Tenant, adapter_manifest
-from adapters.registry.repository import Registry, check_name, split_ref
+from adapters.registry.registry import Registry
+from adapters.registry.names import check_name, split_ref
 from adapters.storage.blob_lifecycle import BlobLifecycle
 from adapters.training.config import Method
 from adapters.validation.against_base import check_against_base, check_finite

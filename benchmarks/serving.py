@@ -142,7 +142,7 @@ async def paired_latency(worker_url: str, gateway_url: str, key: str, direct_nam
 def internal_lora_names(data_dir: Path) -> dict[str, str]:
     """Adapter name -> the name the gateway loads it under on the worker (from its registry)."""
     from adapters.registry.database import make_engine, make_session_factory
-    from adapters.registry.repository import Registry
+    from adapters.registry.registry import Registry
 
     engine = make_engine(f"sqlite:///{data_dir / 'registry.db'}")
     try:

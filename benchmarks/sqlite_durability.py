@@ -17,7 +17,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
-from adapters.registry.repository import Registry
+from adapters.registry.registry import Registry
 from benchmarks.bench_support import CACHE, ROOT, demo_base_dir, make_adapters, run_metadata
 from server.app import create_app
 from server.settings import Settings

@@ -17,7 +17,7 @@ from adapters.registry.adapter_quota import AdapterQuota
 from adapters.registry.fine_tuning_repository import FineTuningRepository
 from adapters.registry.migration_repository import MigrationRepository
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
-from adapters.registry.repository import Registry
+from adapters.registry.registry import Registry
 from adapters.registry.blob_references import BlobReferences
 from adapters.storage.blob_lifecycle import BlobLifecycle
 from adapters.storage.blob_store import BlobStore, LocalBlobStore

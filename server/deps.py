@@ -15,7 +15,7 @@ from adapters.storage.blob_store import BlobStore
 from server.adapters_api.placement import AdapterPlacement
 from server.adapters_api.service import AdapterService
 from adapters.registry.models import Tenant
-from adapters.registry.repository import Registry
+from adapters.registry.registry import Registry
 from server.engine.pool import WorkerPool
 from server.engine.served_versions import ServedVersions
 from server.fine_tuning.runner import FineTuningRunner

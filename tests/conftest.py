@@ -3,7 +3,7 @@
 import pytest
 
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
-from adapters.registry.repository import Registry
+from adapters.registry.registry import Registry
 from migration.base_versions.importer import import_base
 from tests.gateway_harness import start_gateway, gateway_settings
 from tests.tiny_models import make_lora, make_tiny_llama, save_demo_tokenizer

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
-from adapters.registry.repository import Registry
+from adapters.registry.registry import Registry
 from migration.base_versions.importer import import_base
 from tests.gateway_harness import ADMIN_KEY, JOB_LEASE_S, WORKER_API_KEY, free_port, fresh_database_url, wait_until_ready
 

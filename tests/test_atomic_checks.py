@@ -11,7 +11,7 @@ from adapters.errors import ConflictError, QuotaExceededError
 from adapters.registry.adapter_quota import AdapterQuota
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
 from adapters.registry.migration_repository import MigrationRepository
-from adapters.registry.repository import Registry
+from adapters.registry.registry import Registry
 from tests.test_registry_databases import ARCH, add_adapter
 
 PARK_S = 1.5  # how long the first writer waits, after its check, for the second to check too

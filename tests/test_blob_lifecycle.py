@@ -12,7 +12,7 @@ import pytest
 from adapters.registry.blob_references import BlobReferences
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
 from adapters.registry.models import utcnow
-from adapters.registry.repository import Registry
+from adapters.registry.registry import Registry
 from adapters.storage.blob_lifecycle import BlobLifecycle
 from adapters.storage.blob_store import LocalBlobStore
 from tests.test_registry_databases import ARCH, add_adapter

@@ -25,7 +25,7 @@ import pytest
 from pydantic import SecretStr
 
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
-from adapters.registry.repository import Registry
+from adapters.registry.registry import Registry
 from migration.base_versions.importer import import_base
 from tests.gateway_harness import ADMIN_KEY, JOB_LEASE_S, WORKER_API_KEY, free_port
 from tests.second_gateway import SecondGateway

@@ -6,7 +6,7 @@ import httpx
 from fastapi.testclient import TestClient
 
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
-from adapters.registry.repository import Registry
+from adapters.registry.registry import Registry
 from migration.base_versions.importer import import_base
 from server.app import create_app
 from tests.gateway_harness import gateway_settings

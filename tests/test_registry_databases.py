@@ -12,7 +12,7 @@ from adapters.registry.job_leases import GroupCap, JobLeases
 from adapters.registry.migration_repository import MigrationRepository
 from adapters.registry.models import AdapterStatus, FineTuningJob, JobStatus, MigrationStatus, utcnow
 from adapters.registry.blob_references import BlobReferences
-from adapters.registry.repository import Registry
+from adapters.registry.registry import Registry
 from adapters.errors import ConflictError
 
 ARCH = {"model_type": "llama", "linear_modules": {}}

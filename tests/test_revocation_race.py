@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
-from adapters.registry.repository import Registry
+from adapters.registry.registry import Registry
 from server.deps import tenant_for_headers
 from adapters.errors import AuthenticationError
 from server.ttl_cache import TtlCache

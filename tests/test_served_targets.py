@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
-from adapters.registry.repository import Registry
+from adapters.registry.registry import Registry
 from migration.base_versions.importer import import_base
 from server.app import create_app
 from server.engine.worker_process import worker_command, worker_environment

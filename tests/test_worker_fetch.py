@@ -11,7 +11,7 @@ import pytest
 
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
 from adapters.registry.models import adapter_manifest
-from adapters.registry.repository import Registry
+from adapters.registry.registry import Registry
 from adapters.storage.blob_store import BlobCorruptedError, LocalBlobStore
 from migration.base_versions.importer import import_base
 from server.engine.vllm_plugin.blob_resolver import AdapterCache

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
-from adapters.registry.repository import Registry
+from adapters.registry.registry import Registry
 from adapters.training.config import TrainingConfig
 from adapters.training.run import prepare, run_training
 from migration.base_versions.importer import import_base

@@ -8,7 +8,8 @@ import tempfile
 from pathlib import Path
 
 from adapters.registry.models import BaseVersion
-from adapters.registry.repository import Registry, check_name
+from adapters.registry.base_version_repository import BaseVersionRepository
+from adapters.registry.names import check_name
 from adapters.format.base_architecture import BaseArchitecture, read_architecture
 from migration.base_versions.architecture_diff import architecture_differences
 from migration.base_versions.gguf_import import DEMO_BASE_NAME, convert_gguf, demo_gguf_path
@@ -17,7 +18,7 @@ from adapters.errors import ConflictError, InvalidRequestError
 HF_FILES = ("*.json", "*.safetensors", "*.jinja", "*.model", "*.txt")
 
 
-def import_base(registry: Registry, bases_dir: Path, *, name: str, source: Path | None,
+def import_base(registry: BaseVersionRepository, bases_dir: Path, *, name: str, source: Path | None,
                 version: int | None = None, in_place: bool = False) -> BaseVersion:
     """Copy (or convert) ``source`` into ``bases_dir`` and register it; ``None`` = the demo GGUF.
     ``in_place``: register the Hugging Face folder ``source`` where it is, for a read-only folder
@@ -73,7 +74,7 @@ def _stage(staging: Path, gguf: Path | None, source: Path | None) -> BaseArchite
                                   param="source") from None
 
 
-def _register(registry: Registry, bases_dir: Path, name: str, version: int | None, staging: Path,
+def _register(registry: BaseVersionRepository, bases_dir: Path, name: str, version: int | None, staging: Path,
               arch: BaseArchitecture, source: str) -> BaseVersion:
     latest = registry.find_base_version(name)
     _check_same_architecture(name, latest, arch)
@@ -90,7 +91,7 @@ def _register(registry: Registry, bases_dir: Path, name: str, version: int | Non
                                      architecture=arch.to_json(), source=source)
 
 
-def _register_in_place(registry: Registry, name: str, version: int | None, folder: Path) -> BaseVersion:
+def _register_in_place(registry: BaseVersionRepository, name: str, version: int | None, folder: Path) -> BaseVersion:
     try:
         arch = read_architecture(folder)
     except (ValueError, KeyError, TypeError, OSError) as e:
@@ -113,6 +114,6 @@ def _check_same_architecture(name: str, latest: BaseVersion | None, arch: BaseAr
             code="architecture_mismatch")
 
 
-def import_demo_if_missing(registry: Registry, bases_dir: Path) -> BaseVersion:
+def import_demo_if_missing(registry: BaseVersionRepository, bases_dir: Path) -> BaseVersion:
     return registry.find_base_version(DEMO_BASE_NAME) or import_base(
         registry, bases_dir, name=DEMO_BASE_NAME, source=None)

@@ -2,12 +2,12 @@
 
 from pathlib import Path
 
-from adapters.registry.repository import Registry
+from adapters.registry.base_version_repository import BaseVersionRepository
 from migration.compatibility.weight_change import compare_weights, compatibility_report
 from adapters.errors import InvalidRequestError, NotFoundError
 
 
-def compare_versions(registry: Registry, name: str, from_version: int, to_version: int) -> dict:
+def compare_versions(registry: BaseVersionRepository, name: str, from_version: int, to_version: int) -> dict:
     if from_version == to_version:
         raise InvalidRequestError("compare two different versions", param="to_version")
     versions = []

@@ -3,7 +3,8 @@ cannot be done before anything is written."""
 
 from adapters.registry.migration_repository import MigrationRepository
 from adapters.registry.models import Adapter, BaseVersion, MigrationJob
-from adapters.registry.repository import Registry, split_ref
+from adapters.registry.registry import Registry
+from adapters.registry.names import split_ref
 from migration.validation_gate.gate import GateThresholds
 from adapters.errors import InvalidRequestError, NotFoundError
 

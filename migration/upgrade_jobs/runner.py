@@ -16,7 +16,7 @@ from adapters.registry.job_leases import JobLeases
 from adapters.registry.job_loop import JobLoop
 from adapters.registry.migration_repository import MigrationRepository
 from adapters.registry.models import ItemState, MigrationJob, MigrationStatus, utcnow
-from adapters.registry.repository import Registry
+from adapters.registry.adapter_repository import AdapterRepository
 from adapters.storage.blob_store import BlobStore
 from adapters.storage.materialize import AdapterMaterializer
 from migration.engine_port import MigrationMetrics, ServedVersionsPort, TrialWorker
@@ -31,7 +31,7 @@ RETRY_PAUSE_S = 1.0
 
 
 class MigrationRunner:
-    def __init__(self, repo: MigrationRepository, registry: Registry, served: ServedVersionsPort, blobs: BlobStore,
+    def __init__(self, repo: MigrationRepository, registry: AdapterRepository, served: ServedVersionsPort, blobs: BlobStore,
                  materializer: AdapterMaterializer, trial_settings: TrialSettings, metrics: MigrationMetrics, *,
                  owner: str, lease_s: float, on_change: Callable[[], None], poll_s: float = 0.5):
         self.repo = repo

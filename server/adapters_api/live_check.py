@@ -12,7 +12,7 @@ from adapters.screening.policy import ScreeningPolicy, verdict
 from migration.upgrade_jobs.adapter_trial import eval_items_of
 from migration.validation_gate.worker_scan import scan_on_worker
 from adapters.registry.models import Adapter, AdapterStatus, utcnow
-from adapters.registry.repository import Registry
+from adapters.registry.adapter_repository import AdapterRepository
 from adapters.storage.materialize import AdapterMaterializer
 from server.engine.pool import WorkerPool
 from adapters.errors import AdapterLoadError
@@ -34,7 +34,7 @@ class LiveScreening:
 
 
 class LiveCheck:
-    def __init__(self, registry: Registry, pool: WorkerPool, materializer: AdapterMaterializer,
+    def __init__(self, registry: AdapterRepository, pool: WorkerPool, materializer: AdapterMaterializer,
                  registration: AdapterRegistration, startup_timeout_s: float, *, lease_s: float = 300.0,
                  screening: LiveScreening = LiveScreening(ScreeningPolicy(), ["Hello"])):
         self.registry = registry

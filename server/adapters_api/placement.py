@@ -7,7 +7,7 @@ from collections.abc import Callable
 from adapters.format.eval_set import check_scoring, parse_eval_set
 from adapters.registration import AdapterRegistration
 from adapters.registry.models import Adapter, AdapterStatus, Tenant
-from adapters.registry.repository import Registry
+from adapters.registry.registry import Registry
 from server.adapters_api.service import AdapterService
 from server.engine.served_versions import ServedVersions
 from adapters.errors import InvalidRequestError

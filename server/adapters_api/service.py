@@ -9,7 +9,8 @@ from fastapi import UploadFile
 
 from adapters.registration import AdapterRegistration, AdapterSubmission
 from adapters.registry.models import Adapter, AdapterStatus, Tenant
-from adapters.registry.repository import Registry, split_ref
+from adapters.registry.registry import Registry
+from adapters.registry.names import split_ref
 from adapters.storage.materialize import AdapterMaterializer
 from server.adapters_api.intake import build_submission, upload_workspace
 from server.adapters_api.live_check import LiveCheck

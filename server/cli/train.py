@@ -81,7 +81,7 @@ def _continued_shape(folder: Path, rank: int | None) -> dict:
 
 
 def _registered_base_path(ref: str | None, as_json: bool) -> Path:
-    from adapters.registry.repository import split_ref
+    from adapters.registry.names import split_ref
 
     if ref is None:
         fail(as_json, "give --base NAME[@VERSION] or --base-dir PATH")

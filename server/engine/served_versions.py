@@ -5,7 +5,7 @@ import asyncio
 import logging
 
 from adapters.registry.models import BaseVersion
-from adapters.registry.repository import Registry
+from adapters.registry.base_version_repository import BaseVersionRepository
 from server.engine.pool import WorkerPool
 from adapters.errors import WorkerUnavailableError
 
@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 
 class ServedVersions:
-    def __init__(self, registry: Registry, pool: WorkerPool, startup_timeout_s: float):
+    def __init__(self, registry: BaseVersionRepository, pool: WorkerPool, startup_timeout_s: float):
         self.registry = registry
         self.pool = pool
         self.startup_timeout_s = startup_timeout_s

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from adapters.registry.fine_tuning_repository import FineTuningRepository
 from adapters.registry.models import TERMINAL_JOB_STATES, Adapter, BaseVersion, FineTuningJob, Tenant
-from adapters.registry.repository import Registry, split_ref
+from adapters.registry.registry import Registry
+from adapters.registry.names import split_ref
 from adapters.storage.blob_lifecycle import BlobLifecycle
 from adapters.training.config import TrainingConfig
 from adapters.training.run import prepare

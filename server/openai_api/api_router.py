@@ -5,7 +5,7 @@ import asyncio
 from fastapi import APIRouter
 
 from adapters.errors import NotFoundError, PermissionDeniedError
-from adapters.registry.repository import split_ref
+from adapters.registry.names import split_ref
 from server.deps import AdaptersDep, RegistryDep, ServedDep, ServingDep, TenantDep
 from server.openai_api.model_resolution import model_not_found
 from server.openai_api.protocol import (ChatCompletionRequest, CompletionRequest, ModelCard, ModelDeleted, ModelList,

@@ -4,7 +4,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from adapters.registry.models import Adapter, BaseVersion, Tenant
-from adapters.registry.repository import Registry, split_ref
+from adapters.registry.registry import Registry
+from adapters.registry.names import split_ref
 from adapters.errors import InvalidRequestError, ModelNotFoundError
 
 

@@ -12,7 +12,7 @@ import httpx
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from adapters.registry.models import Tenant
-from adapters.registry.repository import Registry
+from adapters.registry.registry import Registry
 from adapters.storage.materialize import AdapterMaterializer
 from server.engine.pool import WorkerPool
 from server.engine.worker_process import WORKER_BASE_NAME
