@@ -88,7 +88,7 @@ def build_services(settings: Settings) -> Services:
     blobs.clear_temp()
     shutil.rmtree(settings.data_dir / "uploads", ignore_errors=True)  # spooled parts of uploads a crash cut off
     metrics = GatewayMetrics(settings.metrics_adapter_label_limit)
-    pool = WorkerPool(settings, metrics)
+    pool = WorkerPool(settings.engine, metrics)
     materializer = AdapterMaterializer(blobs, settings.adapters_dir, workers_fetch=settings.workers_fetch_adapters)
     quota = AdapterQuota(max_adapters=settings.tenant_max_adapters, max_bytes=settings.tenant_max_bytes)
     served_targets = frozenset(settings.lora_target_modules)
@@ -103,8 +103,9 @@ def build_services(settings: Settings) -> Services:
                            context_tokens=settings.worker_max_model_len)
     serving = OpenAIServing(registry, pool, materializer, metrics, TtlCache(settings.lookup_cache_ttl_s), limits,
                             TenantConcurrency(settings.tenant_max_concurrent_requests))
-    adapters = AdapterService(settings, registry, registration, live_check, pool, materializer,
-                              on_change=serving.forget_resolutions)
+    adapters = AdapterService(settings.uploads, registry, registration, live_check, pool, materializer,
+                              on_change=serving.forget_resolutions, live_check_timeout_s=settings.live_check_timeout_s,
+                              request_timeout_s=settings.request_timeout_s)
     fine_tuning = FineTuningService(registry, FineTuningRepository(sessions), lifecycle, settings.data_dir / "fine_tuning",
                                     max_rank=settings.max_lora_rank, served_targets=served_targets,
                                     max_job_tokens=settings.fine_tuning_max_job_tokens)

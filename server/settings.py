@@ -1,12 +1,13 @@
-"""All peftserve settings: one pydantic-settings class, env prefix ``PEFTSERVE_``."""
+"""All peftserve settings: one pydantic-settings class read from ``PEFTSERVE_<FIELD>``, made of one
+part per component (StoreSettings, EngineSettings, UploadSettings): each component is given only
+its own part (``settings.engine``, ``settings.uploads``), as the migration trial gets TrialSettings."""
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from adapters.screening.policy import ScreeningPolicy
 from adapters.screening.policy import ScreeningPolicy
 from migration.validation_gate.gate import GateThresholds
 
@@ -28,29 +29,21 @@ DEFAULT_SAMPLE_PROMPTS = [
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-class Settings(BaseSettings):
-    """Settings for the gateway, its workers and the CLI (env vars ``PEFTSERVE_<FIELD>``)."""
-
-    model_config = SettingsConfigDict(env_prefix="PEFTSERVE_", env_file=".env", extra="ignore")
-
+class DataDirSettings(BaseModel):
     data_dir: Path = Path(".peftserve")
     """Root folder for the SQLite database, blob store, imported base models and worker logs."""
 
-    database_url: str | None = None
-    """SQLAlchemy URL of the registry; default ``sqlite:///<data_dir>/registry.db``."""
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
 
-    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
-    """SQLite only: FULL makes each commit durable before it returns (a power loss cannot undo a
-    commit whose effects, such as deleted blobs, already happened); NORMAL is faster and may lose
-    the last commits. docs/BENCHMARKS.md has the measured cost on uploads."""
+
+class StoreSettings(DataDirSettings):
+    """Where blobs live (the gateway's store, and what fetching workers are told)."""
 
     blob_dir: Path | None = None
     """The local content-addressed blob store; default ``<data_dir>/blobs``. Gateways on one
     machine (or on a shared file system) can share it, each with its own data_dir."""
-
-    adapters_dir: Path | None = None
-    """Adapter folders the workers load from; default ``<data_dir>/adapters``. Workers on other
-    machines need this at the same path (a shared volume)."""
 
     blob_store: Literal["local", "s3"] = "local"
     """Where adapter weights, configs, eval sets and training files live: ``local`` (blob_dir) or
@@ -68,53 +61,19 @@ class Settings(BaseSettings):
     s3_region: str | None = None
     """Region of the bucket (AWS)."""
 
-    host: str = "127.0.0.1"
-    """Address the gateway listens on."""
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self):
+        if self.blob_store == "s3" and not self.s3_bucket:
+            raise ValueError("blob_store 's3' needs s3_bucket (PEFTSERVE_S3_BUCKET)")
+        return self
 
-    port: int = 8000
-    """Port the gateway listens on."""
 
-    keep_alive_s: float = Field(default=75.0, gt=0)
-    """How long an idle client connection stays open. Longer than the idle timeout of the load
-    balancers in front (AWS ALB: 60 s; uvicorn's own default is 5 s), so that they close idle
-    connections, not us: a server closing one races a request the client is sending on it, which
-    the client sees as a connection reset."""
-
-    access_log: bool = False
-    """Log every HTTP request (off by default: it costs CPU on the request path; /metrics counts them)."""
-
-    api_docs: bool = False
-    """Serve the interactive API docs and schema (``/docs``, ``/redoc``, ``/openapi.json``). Off by
-    default: they list every admin route to anyone who can reach the gateway."""
-
-    metrics_listen: str | None = None
-    """``host:port`` of a second, key-less listener that serves only ``/metrics`` (for a Prometheus
-    on a private network). ``/metrics`` on the gateway's own address needs the admin key always:
-    its labels name every tenant and adapter."""
-
-    header_timeout_s: float = Field(default=10.0, gt=0)
-    """How long a client may take to send a request's headers (from connecting, or from the end
-    of its previous response) before the connection is closed: slow-header clients hold nothing."""
-
-    body_timeout_s: float = Field(default=60.0, gt=0)
-    """Longest pause between two chunks of a request body before the request is answered 408."""
-
-    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
-    """Largest request head (request line plus headers) accepted; larger is answered 431."""
-
-    max_header_count: int = Field(default=100, ge=8)
-    """Most header lines one request may carry; more is answered 431."""
-
-    max_pending_connections: int = Field(default=256, ge=1)
-    """Connections that have not yet sent complete headers (so are not authenticated), at once;
-    beyond this new connections are closed at once. Authenticated work is bounded per tenant."""
+class EngineSettings(StoreSettings):
+    """The engine's settings (server/engine/: starting, supervising and routing to workers)."""
 
     worker_api_key: str | None = None
     """Key the gateway presents to workers (vLLM's ``VLLM_API_KEY``). Workers the gateway starts get
     this one, or a random key of their own when unset; external workers need it set."""
-
-    admin_key: str | None = None
-    """Key for ``/admin/``; when unset, one is generated on first start into ``<data_dir>/admin.key``."""
 
     max_resident_adapters: int = Field(default=8, ge=1)
     """Adapters each worker keeps in memory (vLLM ``--max-cpu-loras``). More may be registered on a
@@ -123,6 +82,22 @@ class Settings(BaseSettings):
 
     max_lora_rank: int = Field(default=16, ge=1)
     """Largest LoRA rank accepted at registration and configured on the workers."""
+
+    max_loras_per_batch: int | None = Field(default=None, ge=1)
+    """vLLM ``--max-loras``: distinct adapters that can share one batch on a worker; default (and
+    at most) max_resident_adapters. Requests for further adapters wait until a slot frees, so a batch
+    holds at most this many distinct adapters: the serving benchmark lost 2.7x throughput at 4
+    and 1.5x at 8 against 16 with 16 requests in flight over 32 adapters."""
+
+    lora_target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_LORA_TARGETS), min_length=1)
+    """Modules the workers apply LoRA to (vLLM ``--lora-target-modules``); uploads and training may
+    target only these, because vLLM silently ignores an adapter's weights for modules it did not
+    wrap. Listing fewer makes the workers lighter (no LoRA embeddings or logits are ever wrapped)."""
+
+    lora_kernel: Literal["peftserve", "vllm"] = "peftserve"
+    """CPU workers' LoRA path: ``peftserve`` (the vLLM plugin in server/engine/vllm_plugin: correct
+    in mixed batches and faster) or ``vllm`` (vLLM's own CPU path, which lets base-model tokens in
+    a mixed batch take the last slot's adapter; for A/B runs only). No effect on GPU workers."""
 
     workers_fetch_adapters: bool = False
     """Workers fetch adapters from the blob store themselves (a vLLM LoRA resolver in our plugin),
@@ -140,22 +115,6 @@ class Settings(BaseSettings):
 
     worker_cache_bytes: int = Field(default=10 * 2**30, gt=0)
     """Bound on each fetching worker's adapter cache on its own disk (least recently resolved go first)."""
-
-    max_loras_per_batch: int | None = Field(default=None, ge=1)
-    """vLLM ``--max-loras``: distinct adapters that can share one batch on a worker; default (and
-    at most) max_resident_adapters. Requests for further adapters wait until a slot frees, so a batch
-    holds at most this many distinct adapters: the serving benchmark lost 2.7x throughput at 4
-    and 1.5x at 8 against 16 with 16 requests in flight over 32 adapters."""
-
-    lora_target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_LORA_TARGETS), min_length=1)
-    """Modules the workers apply LoRA to (vLLM ``--lora-target-modules``); uploads and training may
-    target only these, because vLLM silently ignores an adapter's weights for modules it did not
-    wrap. Listing fewer makes the workers lighter (no LoRA embeddings or logits are ever wrapped)."""
-
-    lora_kernel: Literal["peftserve", "vllm"] = "peftserve"
-    """CPU workers' LoRA path: ``peftserve`` (the vLLM plugin in server/engine/vllm_plugin: correct
-    in mixed batches and faster) or ``vllm`` (vLLM's own CPU path, which lets base-model tokens in
-    a mixed batch take the last slot's adapter; for A/B runs only). No effect on GPU workers."""
 
     worker_urls: dict[str, list[str]] = Field(default_factory=dict)
     """External workers, ``{"<base>@<version>": "http://host:port"}`` or a list of URLs per version;
@@ -198,18 +157,107 @@ class Settings(BaseSettings):
     request_timeout_s: float = 600.0
     """Upper bound on one proxied completion request to a worker."""
 
-    lookup_cache_ttl_s: float = Field(default=2.0, ge=0.0)
-    """How long API-key and model-name lookups are cached per gateway (changes made through this
-    gateway apply at once; other gateways see them within this time)."""
+    @field_validator("worker_urls", mode="before")
+    @classmethod
+    def _one_url_or_many(cls, value):
+        if isinstance(value, dict):
+            return {ref: [urls] if isinstance(urls, str) else urls for ref, urls in value.items()}
+        return value
 
-    metrics_adapter_label_limit: int = Field(default=100, ge=0)
-    """Distinct adapter label values in ``/metrics``; further adapters are counted as ``_other``."""
+    @model_validator(mode="after")
+    def _worker_limits(self):
+        if (self.worker_s3_access_key_id is None) != (self.worker_s3_secret_access_key is None):
+            raise ValueError("worker_s3_access_key_id and worker_s3_secret_access_key go together")
+        if self.max_loras_per_batch is None:
+            self.max_loras_per_batch = self.max_resident_adapters
+        elif self.max_loras_per_batch > self.max_resident_adapters:
+            raise ValueError(f"max_loras_per_batch ({self.max_loras_per_batch}) must be <= max_resident_adapters "
+                             f"({self.max_resident_adapters}): vLLM cannot batch adapters it does not hold")
+        return self
+
+
+class UploadSettings(DataDirSettings):
+    """Limits on what an upload may be (server/adapters_api/intake.py)."""
 
     max_upload_bytes: int = 512 * 1024 * 1024
     """Upper bound on one uploaded file, and on an archive's expanded size."""
 
     max_archive_members: int = Field(default=32, ge=2)
     """Most members an uploaded adapter archive may hold."""
+
+
+def _part(model, settings):
+    """One component's settings, read off the whole."""
+    return model.model_validate({name: getattr(settings, name) for name in model.model_fields})
+
+
+class Settings(EngineSettings, UploadSettings, BaseSettings):
+    """Settings for the gateway, its workers and the CLI (env vars ``PEFTSERVE_<FIELD>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="PEFTSERVE_", env_file=".env", extra="ignore")
+
+    database_url: str | None = None
+    """SQLAlchemy URL of the registry; default ``sqlite:///<data_dir>/registry.db``."""
+
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    """SQLite only: FULL makes each commit durable before it returns (a power loss cannot undo a
+    commit whose effects, such as deleted blobs, already happened); NORMAL is faster and may lose
+    the last commits. docs/BENCHMARKS.md has the measured cost on uploads."""
+
+    adapters_dir: Path | None = None
+    """Adapter folders the workers load from; default ``<data_dir>/adapters``. Workers on other
+    machines need this at the same path (a shared volume)."""
+
+    host: str = "127.0.0.1"
+    """Address the gateway listens on."""
+
+    port: int = 8000
+    """Port the gateway listens on."""
+
+    keep_alive_s: float = Field(default=75.0, gt=0)
+    """How long an idle client connection stays open. Longer than the idle timeout of the load
+    balancers in front (AWS ALB: 60 s; uvicorn's own default is 5 s), so that they close idle
+    connections, not us: a server closing one races a request the client is sending on it, which
+    the client sees as a connection reset."""
+
+    access_log: bool = False
+    """Log every HTTP request (off by default: it costs CPU on the request path; /metrics counts them)."""
+
+    api_docs: bool = False
+    """Serve the interactive API docs and schema (``/docs``, ``/redoc``, ``/openapi.json``). Off by
+    default: they list every admin route to anyone who can reach the gateway."""
+
+    metrics_listen: str | None = None
+    """``host:port`` of a second, key-less listener that serves only ``/metrics`` (for a Prometheus
+    on a private network). ``/metrics`` on the gateway's own address needs the admin key always:
+    its labels name every tenant and adapter."""
+
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """How long a client may take to send a request's headers (from connecting, or from the end
+    of its previous response) before the connection is closed: slow-header clients hold nothing."""
+
+    body_timeout_s: float = Field(default=60.0, gt=0)
+    """Longest pause between two chunks of a request body before the request is answered 408."""
+
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    """Largest request head (request line plus headers) accepted; larger is answered 431."""
+
+    max_header_count: int = Field(default=100, ge=8)
+    """Most header lines one request may carry; more is answered 431."""
+
+    max_pending_connections: int = Field(default=256, ge=1)
+    """Connections that have not yet sent complete headers (so are not authenticated), at once;
+    beyond this new connections are closed at once. Authenticated work is bounded per tenant."""
+
+    admin_key: str | None = None
+    """Key for ``/admin/``; when unset, one is generated on first start into ``<data_dir>/admin.key``."""
+
+    lookup_cache_ttl_s: float = Field(default=2.0, ge=0.0)
+    """How long API-key and model-name lookups are cached per gateway (changes made through this
+    gateway apply at once; other gateways see them within this time)."""
+
+    metrics_adapter_label_limit: int = Field(default=100, ge=0)
+    """Distinct adapter label values in ``/metrics``; further adapters are counted as ``_other``."""
 
     tenant_max_concurrent_requests: int = Field(default=64, ge=1)
     """Completion requests one tenant may have in flight on one gateway; more are answered 429."""
@@ -291,13 +339,6 @@ class Settings(BaseSettings):
                 raise ValueError(f"metrics_listen must be host:port, got {value!r}")
         return value
 
-    @field_validator("worker_urls", mode="before")
-    @classmethod
-    def _one_url_or_many(cls, value):
-        if isinstance(value, dict):
-            return {ref: [urls] if isinstance(urls, str) else urls for ref, urls in value.items()}
-        return value
-
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Settings":
         if self.database_url is None:
@@ -306,23 +347,18 @@ class Settings(BaseSettings):
             self.blob_dir = self.data_dir / "blobs"
         if self.adapters_dir is None:
             self.adapters_dir = self.data_dir / "adapters"
-        if self.blob_store == "s3" and not self.s3_bucket:
-            raise ValueError("blob_store 's3' needs s3_bucket (PEFTSERVE_S3_BUCKET)")
-        if (self.worker_s3_access_key_id is None) != (self.worker_s3_secret_access_key is None):
-            raise ValueError("worker_s3_access_key_id and worker_s3_secret_access_key go together")
-        if self.max_loras_per_batch is None:
-            self.max_loras_per_batch = self.max_resident_adapters
-        elif self.max_loras_per_batch > self.max_resident_adapters:
-            raise ValueError(f"max_loras_per_batch ({self.max_loras_per_batch}) must be <= max_resident_adapters "
-                             f"({self.max_resident_adapters}): vLLM cannot batch adapters it does not hold")
         return self
 
+    @property
+    def engine(self) -> "EngineSettings":
+        """The engine's own settings (what server/engine/ is given)."""
+        return _part(EngineSettings, self)
+
+    @property
+    def uploads(self) -> "UploadSettings":
+        """What receiving an upload needs."""
+        return _part(UploadSettings, self)
 
     @property
     def bases_dir(self) -> Path:
         return self.data_dir / "bases"
-
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.data_dir / "logs"

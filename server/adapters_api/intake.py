@@ -14,14 +14,14 @@ from adapters.format.archive import PICKLE_SUFFIXES, extract_adapter, is_archive
 from adapters.format.peft_config import MAX_CONFIG_BYTES
 from adapters.registration import AdapterSubmission
 from adapters.errors import AdapterInvalidError, InvalidRequestError, UnsupportedMediaTypeError
-from server.settings import Settings
+from server.settings import UploadSettings
 from server.upload_spool import spool_to_disk
 
 CONFIG, WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 
 
 @asynccontextmanager
-async def upload_workspace(settings: Settings):
+async def upload_workspace(settings: UploadSettings):
     """A private temp folder for one upload, removed whatever happens."""
     folder = settings.data_dir / "uploads" / uuid.uuid4().hex
     folder.mkdir(parents=True)
@@ -31,7 +31,7 @@ async def upload_workspace(settings: Settings):
         await asyncio.to_thread(shutil.rmtree, folder, True)
 
 
-async def build_submission(settings: Settings, workspace: Path, files: list[UploadFile], *, name: str,
+async def build_submission(settings: UploadSettings, workspace: Path, files: list[UploadFile], *, name: str,
                            base_model: str | None, description: str, trained_with: str,
                            eval_set: UploadFile | None, eval_scoring: str) -> AdapterSubmission:
     if not files:

@@ -16,16 +16,18 @@ from server.adapters_api.intake import build_submission, upload_workspace
 from server.adapters_api.live_check import LiveCheck
 from server.engine.pool import WorkerPool
 from adapters.errors import AdapterInvalidError, ConflictError, NotFoundError, WorkerUnavailableError
-from server.settings import Settings
+from server.settings import UploadSettings
 
 log = logging.getLogger(__name__)
 
 
 class AdapterService:
-    def __init__(self, settings: Settings, registry: Registry, registration: AdapterRegistration,
+    def __init__(self, uploads: UploadSettings, registry: Registry, registration: AdapterRegistration,
                  live_check: LiveCheck, pool: WorkerPool, materializer: AdapterMaterializer,
-                 on_change: Callable[[], None]):
-        self.settings = settings
+                 on_change: Callable[[], None], *, live_check_timeout_s: float, request_timeout_s: float):
+        self.uploads = uploads
+        self.live_check_timeout_s = live_check_timeout_s
+        self.request_timeout_s = request_timeout_s  # how long a deleted adapter's requests may still run
         self.registry = registry
         self.registration = registration
         self.live_check = live_check
@@ -36,8 +38,8 @@ class AdapterService:
 
     async def upload(self, tenant: Tenant, files: list[UploadFile], **fields) -> tuple[Adapter, bool]:
         """Validate, store and live-check an upload; returns (adapter, finished)."""
-        async with upload_workspace(self.settings) as workspace:
-            submission = await build_submission(self.settings, workspace, files, **fields)
+        async with upload_workspace(self.uploads) as workspace:
+            submission = await build_submission(self.uploads, workspace, files, **fields)
             return await self.register(tenant, submission)
 
     async def register(self, tenant: Tenant, submission: AdapterSubmission,
@@ -45,7 +47,7 @@ class AdapterService:
         """Static validation, storage, then the live check; returns (adapter, finished)."""
         adapter = await asyncio.to_thread(self.registration.register, tenant, submission, training_metadata)
         try:
-            checked = await asyncio.wait_for(self.live_check.run(adapter), self.settings.live_check_timeout_s)
+            checked = await asyncio.wait_for(self.live_check.run(adapter), self.live_check_timeout_s)
         except (WorkerUnavailableError, asyncio.TimeoutError):
             self.live_check.schedule_pending()
             return await asyncio.to_thread(self.registry.get_adapter, adapter.id), False
@@ -90,7 +92,7 @@ class AdapterService:
         try:
             for slot in self.pool.group(adapter.base_version.ref):
                 try:
-                    await slot.residency.remove(adapter.lora_name, self.settings.request_timeout_s)
+                    await slot.residency.remove(adapter.lora_name, self.request_timeout_s)
                 except WorkerUnavailableError:
                     pass  # a restarting worker has no adapters loaded anyway
             await asyncio.to_thread(self.registration.release_blobs, adapter)

@@ -27,7 +27,7 @@ from server.engine.worker_client import WorkerClient
 from server.engine.worker_process import WORKER_BASE_NAME, ExternalWorker, ManagedWorker
 from adapters.errors import WorkerRetiredError, WorkerUnavailableError
 from server.metrics import GatewayMetrics
-from server.settings import Settings
+from server.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def rendezvous_score(adapter: str, worker_url: str) -> int:
 
 
 class WorkerPool:
-    def __init__(self, settings: Settings, metrics: GatewayMetrics):
+    def __init__(self, settings: EngineSettings, metrics: GatewayMetrics):
         self.settings = settings
         self.metrics = metrics
         self._groups: dict[str, list[WorkerSlot]] = {}

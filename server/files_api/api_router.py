@@ -23,7 +23,7 @@ async def upload_file(tenant: TenantDep, settings: SettingsDep, registration: Re
     if purpose not in PURPOSES:
         raise InvalidRequestError(f"purpose {purpose!r} is not supported; accepted: {list(PURPOSES)}",
                                   param="purpose")
-    async with upload_workspace(settings) as workspace:
+    async with upload_workspace(settings.uploads) as workspace:
         path = await spool_to_disk(file, workspace, limit=settings.max_upload_bytes)
         await asyncio.to_thread(parse_records, path.read_bytes(), param=file.filename or "file")
         row = await asyncio.to_thread(_store, registration, fine_tuning, tenant.id, file.filename or "upload.jsonl",
