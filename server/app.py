@@ -39,7 +39,7 @@ from server.deps import Services, require_admin
 from migration.upgrade_jobs.adapter_trial import TrialSettings
 from migration.upgrade_jobs.runner import MigrationRunner
 from server.engine.pool import WorkerPool
-from server.engine.served_versions import ServedVersions
+from server.engine.worker_reconciler import WorkerReconciler
 from server.errors import install_error_handlers
 from server.metrics import GatewayMetrics, start_metrics_listener
 from server.migrations_api.api_router import router as migrations_router
@@ -113,7 +113,7 @@ def build_services(settings: Settings) -> Services:
     runner = FineTuningRunner(fine_tuning, adapters, max_concurrent=settings.fine_tuning_max_concurrent,
                               max_per_tenant=settings.fine_tuning_max_per_tenant, owner=owner,
                               lease_s=settings.job_lease_s)
-    served = ServedVersions(registry, pool, settings.worker_startup_timeout_s)
+    served = WorkerReconciler(registry, pool, settings.worker_startup_timeout_s)
     placement = AdapterPlacement(registry, adapters, registration, served, on_change=serving.forget_resolutions)
     migrations = MigrationRepository(sessions)
     trial_settings = TrialSettings(

@@ -17,7 +17,7 @@ from server.adapters_api.service import AdapterService
 from adapters.registry.models import Tenant
 from adapters.registry.registry import Registry
 from server.engine.pool import WorkerPool
-from server.engine.served_versions import ServedVersions
+from server.engine.worker_reconciler import WorkerReconciler
 from server.fine_tuning.runner import FineTuningRunner
 from server.fine_tuning.service import FineTuningService
 from adapters.errors import AuthenticationError
@@ -42,7 +42,7 @@ class Services:
     blobs: BlobStore
     fine_tuning: FineTuningService
     fine_tuning_runner: FineTuningRunner
-    served: ServedVersions
+    served: WorkerReconciler
     placement: AdapterPlacement
     migrations: MigrationRepository
     migration_runner: MigrationRunner
@@ -70,7 +70,7 @@ ServingDep = Annotated[OpenAIServing, Depends(_service("serving"))]
 RegistrationDep = Annotated[AdapterRegistration, Depends(_service("registration"))]
 AdaptersDep = Annotated[AdapterService, Depends(_service("adapters"))]
 FineTuningDep = Annotated[FineTuningService, Depends(_service("fine_tuning"))]
-ServedDep = Annotated[ServedVersions, Depends(_service("served"))]
+ServedDep = Annotated[WorkerReconciler, Depends(_service("served"))]
 PlacementDep = Annotated[AdapterPlacement, Depends(_service("placement"))]
 MigrationsDep = Annotated[MigrationRepository, Depends(_service("migrations"))]
 TenantCacheDep = Annotated[TtlCache, Depends(_service("tenant_cache"))]

@@ -7,7 +7,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SCHEMA_MIGRATIONS_DIR = Path(__file__).parent / "schema_migrations"  # Alembic
 
 
 def make_engine(url: str, sqlite_synchronous: str = "FULL") -> Engine:
@@ -47,7 +47,7 @@ def serialize_on(s: Session, key: str) -> None:
 
 def upgrade_schema(engine: Engine) -> None:
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(SCHEMA_MIGRATIONS_DIR))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

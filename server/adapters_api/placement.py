@@ -9,13 +9,13 @@ from adapters.registration import AdapterRegistration
 from adapters.registry.models import Adapter, AdapterStatus, Tenant
 from adapters.registry.registry import Registry
 from server.adapters_api.service import AdapterService
-from server.engine.served_versions import ServedVersions
+from server.engine.worker_reconciler import WorkerReconciler
 from adapters.errors import InvalidRequestError
 
 
 class AdapterPlacement:
     def __init__(self, registry: Registry, adapters: AdapterService, registration: AdapterRegistration,
-                 served: ServedVersions, on_change: Callable[[], None]):
+                 served: WorkerReconciler, on_change: Callable[[], None]):
         self.registry = registry
         self.adapters = adapters
         self.registration = registration

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class WorkerSlot:
+class PooledWorker:
     name: str  # "<base>@<version>#<n>": metrics and logs
     base_ref: str
     worker: ManagedWorker | ExternalWorker
@@ -78,7 +78,7 @@ class WorkerPool:
     def __init__(self, settings: EngineSettings, metrics: GatewayMetrics):
         self.settings = settings
         self.metrics = metrics
-        self._groups: dict[str, list[WorkerSlot]] = {}
+        self._groups: dict[str, list[PooledWorker]] = {}
         self._next_port = settings.worker_port_start
         self._retiring: set[asyncio.Task] = set()
         self._round_robin = itertools.count()
@@ -90,7 +90,7 @@ class WorkerPool:
         self._next_port += 1
         return self._next_port - 1
 
-    def ensure(self, base: BaseVersion) -> list[WorkerSlot]:
+    def ensure(self, base: BaseVersion) -> list[PooledWorker]:
         """Start serving ``base`` (idempotent); returns at once, the workers become ready later."""
         ref = base.ref
         if ref in self._groups:
@@ -105,7 +105,7 @@ class WorkerPool:
         for worker in workers:
             residency = AdapterResidency(worker.name, worker.client, metrics=self.metrics,
                                          fetching=self.settings.workers_fetch_adapters)
-            group.append(WorkerSlot(worker.name, ref, worker, residency))
+            group.append(PooledWorker(worker.name, ref, worker, residency))
             worker.start()
         self._groups[ref] = group
         return group
@@ -117,7 +117,7 @@ class WorkerPool:
         while not self.is_ready(base.ref) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
 
-    def group(self, ref: str) -> list[WorkerSlot]:
+    def group(self, ref: str) -> list[PooledWorker]:
         return list(self._groups.get(ref, ()))
 
     def is_ready(self, ref: str) -> bool:
@@ -127,7 +127,7 @@ class WorkerPool:
         if ref not in self._groups:
             raise WorkerRetiredError(f"no worker serves {ref} on this gateway")
 
-    def pick(self, ref: str, lora_name: str | None = None, avoid: frozenset[str] = frozenset()) -> WorkerSlot:
+    def pick(self, ref: str, lora_name: str | None = None, avoid: frozenset[str] = frozenset()) -> PooledWorker:
         """The worker that serves the next request for ``ref`` (and adapter ``lora_name``); a
         retry names in ``avoid`` the workers that just failed it, used only when no other is ready."""
         group = self._groups.get(ref)
@@ -144,7 +144,7 @@ class WorkerPool:
             task.add_done_callback(self._discovering.discard)
         return slot
 
-    def _route(self, group: list[WorkerSlot], ready: list[WorkerSlot], lora_name: str | None) -> WorkerSlot:
+    def _route(self, group: list[PooledWorker], ready: list[PooledWorker], lora_name: str | None) -> PooledWorker:
         policy = self.settings.routing
         if lora_name is None or policy == "least_loaded" or len(group) == 1:
             return min(ready, key=lambda s: s.in_flight)
@@ -156,7 +156,7 @@ class WorkerPool:
                  if s.name in usable and s.in_flight < self.settings.worker_saturation]
         return min(homes or ready, key=lambda s: s.in_flight)
 
-    async def _discover(self, slot: WorkerSlot) -> None:
+    async def _discover(self, slot: PooledWorker) -> None:
         """Adopt the adapters a worker already holds (loaded by another gateway, or before our
         restart), so they count as resident instead of being loaded again."""
         with contextlib.suppress(Exception):
@@ -176,11 +176,11 @@ class WorkerPool:
         return retired
 
     @property
-    def groups(self) -> dict[str, list[WorkerSlot]]:
+    def groups(self) -> dict[str, list[PooledWorker]]:
         return {ref: list(group) for ref, group in self._groups.items()}
 
     @property
-    def all_slots(self) -> list[WorkerSlot]:
+    def all_slots(self) -> list[PooledWorker]:
         return [s for group in self._groups.values() for s in group]
 
     @property

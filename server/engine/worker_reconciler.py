@@ -12,7 +12,7 @@ from adapters.errors import WorkerUnavailableError
 log = logging.getLogger(__name__)
 
 
-class ServedVersions:
+class WorkerReconciler:
     def __init__(self, registry: BaseVersionRepository, pool: WorkerPool, startup_timeout_s: float):
         self.registry = registry
         self.pool = pool
