@@ -13,19 +13,17 @@ from typing import get_args
 
 from adapters.format.archive import PICKLE_SUFFIXES
 from adapters.format.eval_set import check_scoring, parse_eval_set
-from adapters.format.peft_config import check_served_targets, parse_lora_config
-from adapters.format.safetensors_header import read_header
 from adapters.registry.adapter_quota import AdapterQuota
 from adapters.registry.models import Adapter, AdapterStatus, BaseVersion, Tenant, adapter_manifest
 from adapters.registry.registry import Registry
 from adapters.registry.names import check_name, split_ref
 from adapters.storage.blob_lifecycle import BlobLifecycle
 from adapters.training.config import Method
-from adapters.validation.against_base import check_against_base, check_finite
+from adapters.validation.against_base import check_finite
+from adapters.validation.static_check import check_statically
 from adapters.screening.policy import ScreeningPolicy
 from adapters.screening.population import population_signals
 from adapters.screening.weight_signals import weight_signals
-from adapters.format.base_architecture import BaseArchitecture
 from adapters.errors import AdapterInvalidError, InvalidRequestError, NotFoundError
 
 TRAINED_WITH = (*get_args(Method), "unknown")
@@ -70,14 +68,12 @@ class AdapterRegistration:
                                       param="trained_with")
         base = self._base_version(sub.base_model)
 
-        config = parse_lora_config(sub.config_json, max_rank=self.max_rank)
         if sub.weights_filename.lower().endswith(PICKLE_SUFFIXES):
             raise AdapterInvalidError(f"{sub.weights_filename!r}: only safetensors weights are accepted; "
                                       "pickle-based files run code on load", code="pickle_not_allowed",
                                       param="adapter_model.safetensors")
-        header = read_header(sub.weights_path, display_name="adapter_model.safetensors")
-        check_against_base(config, header, BaseArchitecture.from_json(base.architecture))
-        check_served_targets(config, self.served_targets)
+        config = check_statically(sub.config_json, sub.weights_path, base.architecture, max_rank=self.max_rank,
+                                  served_targets=self.served_targets)
         check_finite(sub.weights_path)
         screening = self._weight_screening(sub, base, config)
         eval_items = parse_eval_set(sub.eval_set) if sub.eval_set is not None else None

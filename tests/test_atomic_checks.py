@@ -11,6 +11,7 @@ from adapters.errors import ConflictError, QuotaExceededError
 from adapters.registry.adapter_quota import AdapterQuota
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
 from adapters.registry.migration_repository import MigrationRepository
+from adapters.registry.adapter_repository import AdapterRepository
 from adapters.registry.registry import Registry
 from tests.test_registry_databases import ARCH, add_adapter
 
@@ -67,7 +68,7 @@ def test_two_uploads_cannot_both_take_the_last_place(registry, monkeypatch):
     add_adapter(registry, tenant, "first", base, quota=quota)
     outcomes = race(lambda: add_adapter(registry, tenant, "a", base, quota=quota),
                     lambda: add_adapter(registry, tenant, "b", base, quota=quota),
-                    monkeypatch, Registry, "_usage")
+                    monkeypatch, AdapterRepository, "_usage")
     errors = [o for o in outcomes.values() if isinstance(o, Exception)]
     assert len(errors) == 1 and isinstance(errors[0], QuotaExceededError), outcomes
     assert registry.tenant_usage(tenant.id)[0] == 2

@@ -6,13 +6,10 @@ import asyncio
 from dataclasses import dataclass, replace
 
 from adapters.format.eval_set import EvalItem, parse_eval_set
-from adapters.format.peft_config import check_served_targets, parse_lora_config
-from adapters.format.safetensors_header import read_header
 from adapters.registry.models import Adapter, BaseVersion
 from adapters.storage.blob_store import BlobStore
 from adapters.storage.materialize import AdapterMaterializer
-from adapters.validation.against_base import check_against_base
-from adapters.format.base_architecture import BaseArchitecture
+from adapters.validation.static_check import check_statically
 from migration.engine_port import TrialWorker
 from migration.validation_gate.eval_runner import generate_outputs
 from migration.validation_gate.gate import GateDecision, GateThresholds, decide, measure
@@ -55,10 +52,8 @@ async def try_adapter(adapter: Adapter, new_version: BaseVersion, old: TrialWork
                       settings: TrialSettings) -> GateDecision:
     folder = await asyncio.to_thread(materializer.folder_for, adapter)
     try:  # the same checks an upload gets, against the new version's architecture
-        config = parse_lora_config((folder / "adapter_config.json").read_bytes(), max_rank=settings.max_rank)
-        header = read_header(folder / "adapter_model.safetensors", display_name="adapter_model.safetensors")
-        check_against_base(config, header, BaseArchitecture.from_json(new_version.architecture))
-        check_served_targets(config, settings.served_targets)
+        check_statically((folder / "adapter_config.json").read_bytes(), folder / "adapter_model.safetensors",
+                         new_version.architecture, max_rank=settings.max_rank, served_targets=settings.served_targets)
     except AdapterInvalidError as e:
         return incompatible(f"does not fit {new_version.ref}: {e.message}")
     try:
