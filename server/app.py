@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapters.registration import AdapterRegistration
 from adapters.registry.adapter_quota import AdapterQuota
+from adapters.registry.file_repository import FileRepository
 from adapters.registry.fine_tuning_repository import FineTuningRepository
 from adapters.registry.migration_repository import MigrationRepository
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
@@ -31,6 +32,7 @@ from server.adapters_api.service import AdapterService
 from server.admin.api_router import router as admin_router
 from server.files_api.api_router import router as files_router
 from server.fine_tuning.api_router import router as fine_tuning_router
+from server.files_api.service import FileService
 from server.fine_tuning.runner import FineTuningRunner
 from server.fine_tuning.service import FineTuningService
 from server.admin_key import load_or_create_admin_key
@@ -106,7 +108,9 @@ def build_services(settings: Settings) -> Services:
     adapters = AdapterService(settings.uploads, registry, registration, live_check, pool, materializer,
                               on_change=serving.forget_resolutions, live_check_timeout_s=settings.live_check_timeout_s,
                               request_timeout_s=settings.request_timeout_s)
-    fine_tuning = FineTuningService(registry, FineTuningRepository(sessions), lifecycle, settings.data_dir / "fine_tuning",
+    files = FileService(FileRepository(sessions), lifecycle, settings.uploads)
+    fine_tuning = FineTuningService(registry, FineTuningRepository(sessions), files, lifecycle,
+                                    settings.data_dir / "fine_tuning",
                                     max_rank=settings.max_lora_rank, served_targets=served_targets,
                                     max_job_tokens=settings.fine_tuning_max_job_tokens)
     owner = gateway_instance_name(settings)
@@ -125,7 +129,7 @@ def build_services(settings: Settings) -> Services:
                                        on_change=serving.forget_resolutions)
     return Services(
         settings=settings, registry=registry, pool=pool, metrics=metrics, serving=serving, registration=registration,
-        adapters=adapters, blobs=blobs, fine_tuning=fine_tuning, fine_tuning_runner=runner, served=served,
+        adapters=adapters, blobs=blobs, files=files, fine_tuning=fine_tuning, fine_tuning_runner=runner, served=served,
         placement=placement, migrations=migrations, migration_runner=migration_runner,
         admin_key=load_or_create_admin_key(settings), tenant_cache=TtlCache(settings.lookup_cache_ttl_s))
 

@@ -18,6 +18,7 @@ from adapters.registry.models import Tenant
 from adapters.registry.registry import Registry
 from server.engine.pool import WorkerPool
 from server.engine.worker_reconciler import WorkerReconciler
+from server.files_api.service import FileService
 from server.fine_tuning.runner import FineTuningRunner
 from server.fine_tuning.service import FineTuningService
 from adapters.errors import AuthenticationError
@@ -40,6 +41,7 @@ class Services:
     registration: AdapterRegistration
     adapters: AdapterService
     blobs: BlobStore
+    files: FileService
     fine_tuning: FineTuningService
     fine_tuning_runner: FineTuningRunner
     served: WorkerReconciler
@@ -69,6 +71,7 @@ PoolDep = Annotated[WorkerPool, Depends(_service("pool"))]
 ServingDep = Annotated[OpenAIServing, Depends(_service("serving"))]
 RegistrationDep = Annotated[AdapterRegistration, Depends(_service("registration"))]
 AdaptersDep = Annotated[AdapterService, Depends(_service("adapters"))]
+FilesDep = Annotated[FileService, Depends(_service("files"))]
 FineTuningDep = Annotated[FineTuningService, Depends(_service("fine_tuning"))]
 ServedDep = Annotated[WorkerReconciler, Depends(_service("served"))]
 PlacementDep = Annotated[AdapterPlacement, Depends(_service("placement"))]

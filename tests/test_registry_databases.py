@@ -7,13 +7,14 @@ from datetime import timedelta
 import pytest
 
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
+from adapters.registry.file_repository import FileRepository
 from adapters.registry.fine_tuning_repository import FineTuningRepository
 from adapters.registry.job_leases import GroupCap, JobLeases
 from adapters.registry.migration_repository import MigrationRepository
 from adapters.registry.models import AdapterStatus, FineTuningJob, JobStatus, MigrationStatus, utcnow
 from adapters.registry.blob_references import BlobReferences
 from adapters.registry.registry import Registry
-from adapters.errors import ConflictError
+from adapters.errors import ConflictError, NotFoundError
 
 ARCH = {"model_type": "llama", "linear_modules": {}}
 
@@ -98,12 +99,17 @@ def test_migration_jobs_promote_and_roll_back_in_one_transaction(sessions):
     assert repo.get_job(job.id).status == MigrationStatus.rolled_back
 
 
-def test_fine_tuning_files_and_jobs(sessions):
-    registry, repo = Registry(sessions), FineTuningRepository(sessions)
+def test_fine_tuning_files(sessions):
+    registry, files = Registry(sessions), FileRepository(sessions)
     tenant, _ = registry.create_tenant("trainer")
-    stored = repo.add_file(tenant.id, "train.jsonl", "fine-tune", 10, "s" * 64)
-    assert repo.get_file(tenant.id, stored.id).filename == "train.jsonl"
-    assert [f.id for f in repo.list_files(tenant.id)] == [stored.id]
+    other, _ = registry.create_tenant("someone-else")
+    stored = files.add_file(tenant.id, "train.jsonl", "fine-tune", 10, "s" * 64)
+    assert files.get_file(tenant.id, stored.id).filename == "train.jsonl"
+    assert [f.id for f in files.list_files(tenant.id)] == [stored.id] and files.list_files(other.id) == []
+    with pytest.raises(NotFoundError):
+        files.get_file(other.id, stored.id)  # another tenant's file does not exist for it
+    files.delete_file(tenant.id, stored.id)
+    assert files.list_files(tenant.id) == []
 
 
 def test_claims_capped_per_tenant_hold_under_simultaneous_claims(sessions):
@@ -114,7 +120,7 @@ def test_claims_capped_per_tenant_hold_under_simultaneous_claims(sessions):
     base = registry.add_base_version("tiny", None, path="/b", fingerprint="f", architecture=ARCH, source="s")
     busy, _ = registry.create_tenant("busy")
     other, _ = registry.create_tenant("other")
-    training = repo.add_file(busy.id, "train.jsonl", "fine-tune", 10, "s" * 64)
+    training = FileRepository(sessions).add_file(busy.id, "train.jsonl", "fine-tune", 10, "s" * 64)
 
     def job(tenant) -> str:
         return repo.add_job(tenant_id=tenant.id, base_version_id=base.id, model="tiny", training_file=training.id,

@@ -1,50 +1,15 @@
-"""Queries and writes for uploaded files, fine-tuning jobs and their events."""
-
-import secrets
+"""Queries and writes for fine-tuning jobs and their events (their files: file_repository.py)."""
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import joinedload
 
-from adapters.registry.models import (TERMINAL_JOB_STATES, BaseVersion, FileStatus, FineTuningEvent, FineTuningJob,
-                                      JobStatus, StoredFile, utcnow)
+from adapters.registry.models import TERMINAL_JOB_STATES, BaseVersion, FineTuningEvent, FineTuningJob, JobStatus, utcnow
+from adapters.registry.public_ids import new_id
 from adapters.registry.repository import Repository
 from adapters.errors import ConflictError, NotFoundError
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(12)}"
-
-
 class FineTuningRepository(Repository):
-
-    # --- files ------------------------------------------------------------------------
-    def add_file(self, tenant_id: int, filename: str, purpose: str, size: int, sha256: str) -> StoredFile:
-        with self.session() as s:
-            row = StoredFile(id=new_id("file"), tenant_id=tenant_id, filename=filename, purpose=purpose, bytes=size,
-                             sha256=sha256, status=FileStatus.processed)
-            s.add(row)
-            s.flush()
-            return row
-
-    def get_file(self, tenant_id: int, file_id: str, *, param: str = "file_id") -> StoredFile:
-        with self.session() as s:
-            row = s.scalar(select(StoredFile).where(StoredFile.id == file_id, StoredFile.tenant_id == tenant_id,
-                                                    StoredFile.status == FileStatus.processed))
-        if row is None:
-            raise NotFoundError(f"No such file: {file_id!r}", code="file_not_found", param=param)
-        return row
-
-    def list_files(self, tenant_id: int) -> list[StoredFile]:
-        with self.session() as s:
-            return list(s.scalars(select(StoredFile).where(StoredFile.tenant_id == tenant_id,
-                                                           StoredFile.status == FileStatus.processed)
-                                  .order_by(StoredFile.created_at.desc())))
-
-    def delete_file(self, tenant_id: int, file_id: str) -> StoredFile:
-        row = self.get_file(tenant_id, file_id)
-        with self.session() as s:
-            s.execute(update(StoredFile).where(StoredFile.id == row.id).values(status=FileStatus.deleted))
-        return row
 
     # --- jobs -------------------------------------------------------------------------
     def _job_query(self):

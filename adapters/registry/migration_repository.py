@@ -4,7 +4,7 @@ happens here, in one transaction with the job record that explains it."""
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from adapters.registry.fine_tuning_repository import new_id
+from adapters.registry.public_ids import new_id
 from adapters.registry.database import serialize_on
 from adapters.registry.models import (ACTIVE_MIGRATION_STATES, Adapter, AdapterStatus, BaseVersion, ItemState,
                                       MigrationItem, MigrationJob, MigrationStatus, utcnow)

@@ -12,27 +12,27 @@ from adapters.training.config import TrainingConfig
 from adapters.training.run import prepare
 from adapters.training.trainer import total_steps
 from adapters.errors import InvalidRequestError
+from server.files_api.service import FileService
 from server.fine_tuning.hyperparameters import training_config
 from server.fine_tuning.protocol import JobCreate
 
 
 class FineTuningService:
-    def __init__(self, registry: Registry, repo: FineTuningRepository, lifecycle: BlobLifecycle, work_root: Path, *,
-                 max_rank: int, served_targets: frozenset[str], max_job_tokens: int):
+    def __init__(self, registry: Registry, repo: FineTuningRepository, files: FileService, lifecycle: BlobLifecycle,
+                 work_root: Path, *, max_rank: int, served_targets: frozenset[str], max_job_tokens: int):
         # What the workers serve: a larger rank or another module would train, then be refused.
         self.max_rank = max_rank
         self.served_targets = served_targets
         self.max_job_tokens = max_job_tokens
         self.registry = registry
         self.repo = repo
+        self.files = files
         self.lifecycle = lifecycle
         self.blobs = lifecycle.blobs
         self.work_root = work_root
 
     def read_file(self, tenant_id: int, file_id: str, param: str) -> bytes:
-        row = self.repo.get_file(tenant_id, file_id, param=param)
-        with self.blobs.open(row.sha256) as f:
-            return f.read()
+        return self.files.read(tenant_id, file_id, param)
 
     def _check_work(self, config: TrainingConfig, steps: int) -> None:
         work = steps * config.batch_size * config.max_seq_len
