@@ -45,6 +45,7 @@ from server.engine.worker_reconciler import WorkerReconciler
 from server.errors import install_error_handlers
 from server.metrics import GatewayMetrics, start_metrics_listener
 from server.migrations_api.api_router import router as migrations_router
+from server.migrations_api.service import MigrationService
 from server.openai_api.api_router import router as openai_router
 from server.openai_api.request_limits import RequestLimits, TenantConcurrency
 from server.openai_api.serving import OpenAIServing
@@ -119,18 +120,20 @@ def build_services(settings: Settings) -> Services:
                               lease_s=settings.job_lease_s)
     served = WorkerReconciler(registry, pool, settings.worker_startup_timeout_s)
     placement = AdapterPlacement(registry, adapters, registration, served, on_change=serving.forget_resolutions)
-    migrations = MigrationRepository(sessions)
+    migration_jobs = MigrationRepository(sessions)
     trial_settings = TrialSettings(
         sample_prompts=settings.migration_sample_prompts, max_tokens=settings.migration_eval_max_tokens,
         max_items=settings.migration_eval_max_items, concurrency=settings.migration_eval_concurrency,
         max_rank=settings.max_lora_rank, served_targets=served_targets, screening=settings.screening)
-    migration_runner = MigrationRunner(migrations, registry, served, blobs, materializer, trial_settings, metrics,
+    migration_runner = MigrationRunner(migration_jobs, registry, served, blobs, materializer, trial_settings, metrics,
                                        owner=owner, lease_s=settings.job_lease_s,
                                        on_change=serving.forget_resolutions)
     return Services(
         settings=settings, registry=registry, pool=pool, metrics=metrics, serving=serving, registration=registration,
         adapters=adapters, blobs=blobs, files=files, fine_tuning=fine_tuning, fine_tuning_runner=runner, served=served,
-        placement=placement, migrations=migrations, migration_runner=migration_runner,
+        placement=placement, migration_runner=migration_runner,
+        migrations=MigrationService(migration_jobs, registry, pool, served, settings.migration_gate,
+                                    on_change=serving.forget_resolutions),
         admin_key=load_or_create_admin_key(settings), tenant_cache=TtlCache(settings.lookup_cache_ttl_s))
 
 

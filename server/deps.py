@@ -10,7 +10,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from adapters.registration import AdapterRegistration
-from adapters.registry.migration_repository import MigrationRepository
 from adapters.storage.blob_store import BlobStore
 from server.adapters_api.placement import AdapterPlacement
 from server.adapters_api.service import AdapterService
@@ -23,6 +22,7 @@ from server.fine_tuning.runner import FineTuningRunner
 from server.fine_tuning.service import FineTuningService
 from adapters.errors import AuthenticationError
 from server.metrics import GatewayMetrics
+from server.migrations_api.service import MigrationService
 from server.openai_api.serving import OpenAIServing
 from server.settings import Settings
 from server.ttl_cache import TtlCache
@@ -46,7 +46,7 @@ class Services:
     fine_tuning_runner: FineTuningRunner
     served: WorkerReconciler
     placement: AdapterPlacement
-    migrations: MigrationRepository
+    migrations: MigrationService
     migration_runner: MigrationRunner
     metrics: GatewayMetrics
     admin_key: str
@@ -75,7 +75,7 @@ FilesDep = Annotated[FileService, Depends(_service("files"))]
 FineTuningDep = Annotated[FineTuningService, Depends(_service("fine_tuning"))]
 ServedDep = Annotated[WorkerReconciler, Depends(_service("served"))]
 PlacementDep = Annotated[AdapterPlacement, Depends(_service("placement"))]
-MigrationsDep = Annotated[MigrationRepository, Depends(_service("migrations"))]
+MigrationsDep = Annotated[MigrationService, Depends(_service("migrations"))]
 TenantCacheDep = Annotated[TtlCache, Depends(_service("tenant_cache"))]
 
 
