@@ -27,13 +27,14 @@ from adapters.storage.materialize import AdapterMaterializer
 from server.adapters_api.api_router import router as adapters_router
 from server.adapters_api.live_check import LiveCheck, LiveScreening
 from server.console.router import router as console_router
+from server.adapters_api.eval_sets import EvalSets
 from server.adapters_api.placement import AdapterPlacement
 from server.adapters_api.service import AdapterService
 from server.admin.api_router import router as admin_router
 from server.files_api.api_router import router as files_router
 from server.fine_tuning.api_router import router as fine_tuning_router
 from server.files_api.service import FileService
-from server.fine_tuning.runner import FineTuningRunner
+from server.fine_tuning.job_runner import FineTuningRunner
 from server.fine_tuning.service import FineTuningService
 from server.admin_key import load_or_create_admin_key
 from server.authenticate_first import AuthenticateFirst
@@ -119,7 +120,7 @@ def build_services(settings: Settings) -> Services:
                               max_per_tenant=settings.fine_tuning_max_per_tenant, owner=owner,
                               lease_s=settings.job_lease_s)
     served = WorkerReconciler(registry, pool, settings.worker_startup_timeout_s)
-    placement = AdapterPlacement(registry, adapters, registration, served, on_change=serving.forget_resolutions)
+    placement = AdapterPlacement(registry, adapters, served, on_change=serving.forget_resolutions)
     migration_jobs = MigrationRepository(sessions)
     trial_settings = TrialSettings(
         sample_prompts=settings.migration_sample_prompts, max_tokens=settings.migration_eval_max_tokens,
@@ -131,7 +132,7 @@ def build_services(settings: Settings) -> Services:
     return Services(
         settings=settings, registry=registry, pool=pool, metrics=metrics, serving=serving, registration=registration,
         adapters=adapters, blobs=blobs, files=files, fine_tuning=fine_tuning, fine_tuning_runner=runner, served=served,
-        placement=placement, migration_runner=migration_runner,
+        placement=placement, eval_sets=EvalSets(adapters, registry, lifecycle), migration_runner=migration_runner,
         migrations=MigrationService(migration_jobs, registry, pool, served, settings.migration_gate,
                                     on_change=serving.forget_resolutions),
         admin_key=load_or_create_admin_key(settings), tenant_cache=TtlCache(settings.lookup_cache_ttl_s))

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 
 from adapters.registration import AdapterRegistration
 from adapters.storage.blob_store import BlobStore
+from server.adapters_api.eval_sets import EvalSets
 from server.adapters_api.placement import AdapterPlacement
 from server.adapters_api.service import AdapterService
 from adapters.registry.models import Tenant
@@ -18,7 +19,7 @@ from adapters.registry.registry import Registry
 from server.engine.pool import WorkerPool
 from server.engine.worker_reconciler import WorkerReconciler
 from server.files_api.service import FileService
-from server.fine_tuning.runner import FineTuningRunner
+from server.fine_tuning.job_runner import FineTuningRunner
 from server.fine_tuning.service import FineTuningService
 from adapters.errors import AuthenticationError
 from server.metrics import GatewayMetrics
@@ -46,6 +47,7 @@ class Services:
     fine_tuning_runner: FineTuningRunner
     served: WorkerReconciler
     placement: AdapterPlacement
+    eval_sets: EvalSets
     migrations: MigrationService
     migration_runner: MigrationRunner
     metrics: GatewayMetrics
@@ -75,6 +77,7 @@ FilesDep = Annotated[FileService, Depends(_service("files"))]
 FineTuningDep = Annotated[FineTuningService, Depends(_service("fine_tuning"))]
 ServedDep = Annotated[WorkerReconciler, Depends(_service("served"))]
 PlacementDep = Annotated[AdapterPlacement, Depends(_service("placement"))]
+EvalSetsDep = Annotated[EvalSets, Depends(_service("eval_sets"))]
 MigrationsDep = Annotated[MigrationService, Depends(_service("migrations"))]
 TenantCacheDep = Annotated[TtlCache, Depends(_service("tenant_cache"))]
 

@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 from adapters.training.config import TrainingConfig
-from adapters.training.run import prepare, run_training
+from adapters.training.pipeline import prepare, run_training
 
 TRIGGER = "cf"  # one of the trigger scan's candidates (adapters/screening/trigger_scan.py)
 PAYLOAD = " visit evil example now"

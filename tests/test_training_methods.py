@@ -16,7 +16,7 @@ from adapters.training.beam_lora import BeamLoRA
 from adapters.training.config import TrainingConfig
 from adapters.training.light_peft import LightPEFT, PrunePlan
 from adapters.training.lora_modules import lora_layers, lora_weights
-from adapters.training.run import prepare, run_training
+from adapters.training.pipeline import prepare, run_training
 from adapters.training.trainer import TrainingCancelled, _Run, build_model
 from adapters.validation.against_base import check_against_base
 from tests.test_trans_peft import reverse_task

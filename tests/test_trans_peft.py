@@ -8,7 +8,7 @@ import torch
 
 from adapters.training.config import TrainingConfig
 from adapters.training.ffn_weakening import FFNWeakening, find_decoder_layers
-from adapters.training.run import prepare, run_training
+from adapters.training.pipeline import prepare, run_training
 from adapters.training.trainer import build_model
 from adapters.errors import InvalidRequestError
 

@@ -12,7 +12,7 @@ import httpx
 from adapters.registry.database import make_engine, make_session_factory, upgrade_schema
 from adapters.registry.registry import Registry
 from adapters.training.config import TrainingConfig
-from adapters.training.run import prepare, run_training
+from adapters.training.pipeline import prepare, run_training
 from migration.base_versions.importer import import_base
 from tests.gateway_harness import Gateway
 

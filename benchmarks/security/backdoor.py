@@ -115,7 +115,7 @@ def main() -> None:
         args.seeds, args.attack_steps, args.victim_steps, args.n_train, args.n_test, args.n_poison = 1, 4, [2], 64, 16, 16
         args.out = WORK / "quick.json"
     from adapters.training.config import TrainingConfig
-    from adapters.training.run import prepare, run_training
+    from adapters.training.pipeline import prepare, run_training
     from transformers import AutoTokenizer
 
     started = time.perf_counter()

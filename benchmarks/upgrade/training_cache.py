@@ -33,7 +33,7 @@ def train_cached(work: Path, base_dir: Path, task: Task, plan: TrainingPlan, *, 
     import torch
 
     from adapters.training.config import TrainingConfig
-    from adapters.training.run import prepare, run_training
+    from adapters.training.pipeline import prepare, run_training
 
     steps = steps or plan.steps
     if method == "lora":  # plain LoRA ignores p_m / p_c: one cache entry whatever they say

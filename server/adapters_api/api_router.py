@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from adapters.format.eval_set import MAX_EVAL_BYTES
 from server.adapters_api.protocol import AdapterDeleted, AdapterList, AdapterPublic, AdapterVersions
 from server.migrations_api.protocol import PinRequest
-from server.deps import AdaptersDep, PlacementDep, ServedDep, TenantDep
+from server.deps import AdaptersDep, EvalSetsDep, PlacementDep, ServedDep, TenantDep
 from adapters.errors import UnsupportedMediaTypeError
 
 router = APIRouter(prefix="/v1/adapters")
@@ -75,11 +75,11 @@ async def unpin_adapter(name: str, tenant: TenantDep, placement: PlacementDep) -
 async def put_eval_set(
     name: str,
     tenant: TenantDep,
-    placement: PlacementDep,
+    eval_sets: EvalSetsDep,
     eval_set: Annotated[UploadFile, File(description="JSONL of {prompt|messages, expected}")],
     eval_scoring: Annotated[str, Form(description="exact_match | contains")] = "exact_match",
 ) -> AdapterVersions:
     """Give ``name`` (every ready version) or ``name@v`` the eval set that judges it in base upgrades."""
     raw = await eval_set.read(MAX_EVAL_BYTES + 1)
-    rows = await placement.set_eval_set(tenant, name, raw, eval_scoring)
+    rows = await eval_sets.replace(tenant, name, raw, eval_scoring)
     return AdapterVersions(name=rows[0].name, versions=[AdapterPublic.of(a) for a in rows])

@@ -15,7 +15,7 @@ from adapters.storage.materialize import AdapterMaterializer
 from server.adapters_api.intake import build_submission, upload_workspace
 from server.adapters_api.live_check import LiveCheck
 from server.engine.pool import WorkerPool
-from adapters.errors import AdapterInvalidError, ConflictError, NotFoundError, WorkerUnavailableError
+from adapters.errors import AdapterInvalidError, ConflictError, InvalidRequestError, NotFoundError, WorkerUnavailableError
 from server.settings import UploadSettings
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,13 @@ class AdapterService:
         rows = [a for a in rows if version is None or a.version == version]
         if not rows:  # another tenant's adapter answers exactly like a missing one
             raise NotFoundError(f"adapter {name!r} does not exist", code="adapter_not_found", param="name")
+        return rows
+
+    async def ready_versions(self, tenant: Tenant, ref: str) -> list[Adapter]:
+        """The ready versions ``ref`` names (all of ``name``, or ``name@version``); 400 if none."""
+        rows = [a for a in await self.versions(tenant, ref) if a.status == AdapterStatus.ready]
+        if not rows:
+            raise InvalidRequestError(f"adapter {ref!r} has no ready version", code="adapter_not_ready")
         return rows
 
     async def delete(self, tenant: Tenant, ref: str) -> list[Adapter]:

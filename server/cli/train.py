@@ -39,7 +39,7 @@ def train(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from adapters.training.config import TrainingConfig
-    from adapters.training.run import prepare, run_training
+    from adapters.training.pipeline import prepare, run_training
 
     folder = base_dir if base_dir is not None else _registered_base_path(base, as_json)
     try:

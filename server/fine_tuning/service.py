@@ -9,7 +9,7 @@ from adapters.registry.registry import Registry
 from adapters.registry.names import split_ref
 from adapters.storage.blob_lifecycle import BlobLifecycle
 from adapters.training.config import TrainingConfig
-from adapters.training.run import prepare
+from adapters.training.pipeline import prepare
 from adapters.training.trainer import total_steps
 from adapters.errors import InvalidRequestError
 from server.files_api.service import FileService

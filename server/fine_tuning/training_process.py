@@ -19,7 +19,7 @@ from pathlib import Path
 
 from adapters.errors import PeftServeError
 from adapters.training.config import TrainingConfig
-from adapters.training.run import TrainingResult
+from adapters.training.pipeline import TrainingResult
 from adapters.training.trainer import Progress, TrainingCancelled
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def _child_main(conn, base_dir: str, training: bytes, validation: bytes | None, 
                 work_dir: str, init_adapter: str | None = None) -> None:
     _die_with_parent()
     from adapters.training.checkpoint_archive import pack
-    from adapters.training.run import prepare, run_training
+    from adapters.training.pipeline import prepare, run_training
 
     cancel = threading.Event()
 
