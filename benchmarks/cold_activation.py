@@ -1,5 +1,5 @@
 """Cold adapter activation on a worker, request to first token: fetched from the S3-compatible
-store by our LoRA resolver (server/engine/vllm_plugin/blob_resolver.py) vs loaded from a local
+store by our LoRA resolver (server/workers/vllm_plugin/blob_resolver.py) vs loaded from a local
 folder. SmolLM2-135M-Instruct, r=16 LoRAs on q/k/v/o.
 
 One vLLM worker with the resolver pointed at moto's S3 server (an emulator over real HTTP on this
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_support import (CACHE, ROOT, demo_base_dir, make_adapters, run_metadata, start_process,
                                       stop_process, wait_http)
-from server.engine.worker_process import worker_command, worker_environment
+from server.workers.worker_process import worker_command, worker_environment
 from server.settings import Settings
 
 GOAL_S = 1.0

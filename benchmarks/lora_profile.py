@@ -22,7 +22,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_support import CACHE, PROMPT, ROOT, demo_base_dir, make_adapters, run_metadata
-from server.engine.vllm_plugin import grouped_lora_cpu
+from server.workers.vllm_plugin import grouped_lora_cpu
 from server.settings import DEFAULT_LORA_TARGETS
 
 REQUESTS, TOKENS, RANK = 16, 32, 16

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.bench_support import (ADMIN_KEY, CACHE, PROMPT, ROOT, demo_base_dir, make_adapters, median,
                                       metric_sum, register, run_load, start_process, stop_process,
                                       wait_http)
-from server.engine.worker_process import worker_command, worker_environment
+from server.workers.worker_process import worker_command, worker_environment
 from server.settings import Settings
 
 POLICIES = ("affinity", "round_robin")

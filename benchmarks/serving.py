@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.bench_support import (ADMIN_KEY, WORKER_HEADERS, WORKER_KEY, CACHE, PROMPT, ROOT, LoadResult,
                                       demo_base_dir, make_adapters, median, register, run_load, run_metadata,
                                       start_gateway, start_process, stop_process, stream_one, wait_http)
-from server.engine.worker_process import CPU_WORKER_ENV, worker_command, worker_environment
+from server.workers.worker_process import CPU_WORKER_ENV, worker_command, worker_environment
 from server.settings import Settings
 
 KERNELS = ("vllm", "peftserve")

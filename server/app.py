@@ -41,8 +41,8 @@ from server.authenticate_first import AuthenticateFirst
 from server.deps import Services, require_admin
 from migration.upgrade_jobs.adapter_trial import TrialSettings
 from migration.upgrade_jobs.runner import MigrationRunner
-from server.engine.pool import WorkerPool
-from server.engine.worker_reconciler import WorkerReconciler
+from server.workers.pool import WorkerPool
+from server.workers.worker_reconciler import WorkerReconciler
 from server.errors import install_error_handlers
 from server.metrics import GatewayMetrics, start_metrics_listener
 from server.migrations_api.api_router import router as migrations_router
@@ -92,7 +92,7 @@ def build_services(settings: Settings) -> Services:
     blobs.clear_temp()
     shutil.rmtree(settings.data_dir / "uploads", ignore_errors=True)  # spooled parts of uploads a crash cut off
     metrics = GatewayMetrics(settings.metrics_adapter_label_limit)
-    pool = WorkerPool(settings.engine, metrics)
+    pool = WorkerPool(settings.workers, metrics)
     materializer = AdapterMaterializer(blobs, settings.adapters_dir, workers_fetch=settings.workers_fetch_adapters)
     quota = AdapterQuota(max_adapters=settings.tenant_max_adapters, max_bytes=settings.tenant_max_bytes)
     served_targets = frozenset(settings.lora_target_modules)

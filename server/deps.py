@@ -16,8 +16,8 @@ from server.adapters_api.placement import AdapterPlacement
 from server.adapters_api.service import AdapterService
 from adapters.registry.models import Tenant
 from adapters.registry.registry import Registry
-from server.engine.pool import WorkerPool
-from server.engine.worker_reconciler import WorkerReconciler
+from server.workers.pool import WorkerPool
+from server.workers.worker_reconciler import WorkerReconciler
 from server.files_api.service import FileService
 from server.fine_tuning.job_runner import FineTuningRunner
 from server.fine_tuning.service import FineTuningService

@@ -1,6 +1,6 @@
 """All peftserve settings: one pydantic-settings class read from ``PEFTSERVE_<FIELD>``, made of one
-part per component (StoreSettings, EngineSettings, UploadSettings): each component is given only
-its own part (``settings.engine``, ``settings.uploads``), as the migration trial gets TrialSettings."""
+part per component (StoreSettings, WorkerSettings, UploadSettings): each component is given only
+its own part (``settings.workers``, ``settings.uploads``), as the migration trial gets TrialSettings."""
 
 from pathlib import Path
 from typing import Literal
@@ -68,8 +68,8 @@ class StoreSettings(DataDirSettings):
         return self
 
 
-class EngineSettings(StoreSettings):
-    """The engine's settings (server/engine/: starting, supervising and routing to workers)."""
+class WorkerSettings(StoreSettings):
+    """The workers' settings (server/workers/: starting, supervising and routing to workers)."""
 
     worker_api_key: str | None = None
     """Key the gateway presents to workers (vLLM's ``VLLM_API_KEY``). Workers the gateway starts get
@@ -95,7 +95,7 @@ class EngineSettings(StoreSettings):
     wrap. Listing fewer makes the workers lighter (no LoRA embeddings or logits are ever wrapped)."""
 
     lora_kernel: Literal["peftserve", "vllm"] = "peftserve"
-    """CPU workers' LoRA path: ``peftserve`` (the vLLM plugin in server/engine/vllm_plugin: correct
+    """CPU workers' LoRA path: ``peftserve`` (the vLLM plugin in server/workers/vllm_plugin: correct
     in mixed batches and faster) or ``vllm`` (vLLM's own CPU path, which lets base-model tokens in
     a mixed batch take the last slot's adapter; for A/B runs only). No effect on GPU workers."""
 
@@ -103,7 +103,7 @@ class EngineSettings(StoreSettings):
     """Workers fetch adapters from the blob store themselves (a vLLM LoRA resolver in our plugin),
     by content address, instead of loading a folder the gateway wrote: no disk shared between
     gateways and workers. Gateway-started workers get the store's settings; external workers
-    need PEFTSERVE_WORKER_BLOB_STORE / _CACHE_DIR (server/engine/vllm_plugin/blob_resolver.py)."""
+    need PEFTSERVE_WORKER_BLOB_STORE / _CACHE_DIR (server/workers/vllm_plugin/blob_resolver.py)."""
 
     worker_s3_access_key_id: str | None = None
     """Credentials gateway-started workers get for the S3 store instead of the gateway's (which
@@ -124,7 +124,7 @@ class EngineSettings(StoreSettings):
     """Workers the gateway starts itself for each served base version (without worker_urls)."""
 
     routing: Literal["affinity", "round_robin", "least_loaded"] = "affinity"
-    """How a request picks one of a base version's workers (see server/engine/pool.py)."""
+    """How a request picks one of a base version's workers (see server/workers/pool.py)."""
 
     adapter_home_workers: int = Field(default=1, ge=1)
     """Affinity routing: workers that are an adapter's home (it stays resident there)."""
@@ -191,7 +191,7 @@ def _part(model, settings):
     return model.model_validate({name: getattr(settings, name) for name in model.model_fields})
 
 
-class Settings(EngineSettings, UploadSettings, BaseSettings):
+class Settings(WorkerSettings, UploadSettings, BaseSettings):
     """Settings for the gateway, its workers and the CLI (env vars ``PEFTSERVE_<FIELD>``)."""
 
     model_config = SettingsConfigDict(env_prefix="PEFTSERVE_", env_file=".env", extra="ignore")
@@ -350,9 +350,9 @@ class Settings(EngineSettings, UploadSettings, BaseSettings):
         return self
 
     @property
-    def engine(self) -> "EngineSettings":
-        """The engine's own settings (what server/engine/ is given)."""
-        return _part(EngineSettings, self)
+    def workers(self) -> "WorkerSettings":
+        """The workers' own settings (what server/workers/ is given)."""
+        return _part(WorkerSettings, self)
 
     @property
     def uploads(self) -> "UploadSettings":

@@ -6,7 +6,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from server.engine.worker_process import worker_command, worker_environment
+from server.workers.worker_process import worker_command, worker_environment
 from server.settings import Settings
 from tests.gateway_harness import WORKER_API_KEY, free_port, wait_until_http
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from server.engine.vllm_plugin.blob_resolver import CACHE_BYTES_ENV, CACHE_DIR_ENV, STORE_ENV
+from server.workers.vllm_plugin.blob_resolver import CACHE_BYTES_ENV, CACHE_DIR_ENV, STORE_ENV
 from server.metrics import GatewayMetrics
 from server.settings import Settings
 

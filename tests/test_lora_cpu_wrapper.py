@@ -9,8 +9,8 @@ import torch
 from vllm.lora.layers.utils import LoRAMapping
 from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
-from server.engine.vllm_plugin import GROUPED_CPU_WRAPPER, register
-from server.engine.vllm_plugin.grouped_lora_cpu import GroupedPunicaWrapperCPU
+from server.workers.vllm_plugin import GROUPED_CPU_WRAPPER, register
+from server.workers.vllm_plugin.grouped_lora_cpu import GroupedPunicaWrapperCPU
 
 SLOTS, RANK, IN = 4, 8, 64
 QKV = (64, 32, 32)  # output slices of a fused q/k/v projection with grouped KV heads
@@ -89,7 +89,7 @@ def test_grouped_wrapper_matches_reference(token_slots, outs):
     ([3, 3, -1], [], True),
 ])
 def test_row_plan_batches_the_small_groups(token_slots, dense_slots, padded):
-    from server.engine.vllm_plugin.grouped_lora_cpu import build_row_plan
+    from server.workers.vllm_plugin.grouped_lora_cpu import build_row_plan
 
     slots = tuple(sorted({s for s in token_slots if s >= 0}))
     plan = build_row_plan(torch.tensor(token_slots), slots)
@@ -100,7 +100,7 @@ def test_row_plan_batches_the_small_groups(token_slots, dense_slots, padded):
 
 
 def test_one_adapter_for_every_token_needs_no_gather():
-    from server.engine.vllm_plugin.grouped_lora_cpu import build_row_plan
+    from server.workers.vllm_plugin.grouped_lora_cpu import build_row_plan
 
     assert build_row_plan(torch.tensor([2, 2, 2]), (2,)).all_rows
     assert not build_row_plan(torch.tensor([2, -1, 2]), (2,)).all_rows

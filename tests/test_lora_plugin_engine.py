@@ -129,7 +129,7 @@ def test_a_worker_without_the_plugin_is_never_served(tmp_path, tiny_base_dir):
     supervisor refuses to route to it (it would leak adapters across a mixed batch)."""
     import asyncio
 
-    from server.engine.worker_process import ManagedWorker
+    from server.workers.worker_process import ManagedWorker
     from server.metrics import GatewayMetrics
     from tests.gateway_harness import free_port, gateway_settings
 

@@ -5,7 +5,7 @@ unloading only on deletion after the requests in flight."""
 
 import asyncio
 
-from server.engine.residency import AdapterResidency
+from server.workers.residency import AdapterResidency
 from server.metrics import GatewayMetrics
 
 

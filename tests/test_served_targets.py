@@ -9,7 +9,7 @@ from adapters.registry.database import make_engine, make_session_factory, upgrad
 from adapters.registry.registry import Registry
 from migration.base_versions.importer import import_base
 from server.app import create_app
-from server.engine.worker_process import worker_command, worker_environment
+from server.workers.worker_process import worker_command, worker_environment
 from server.settings import Settings
 from tests.gateway_harness import ADMIN_KEY, gateway_settings
 from tests.tiny_models import adapter_files

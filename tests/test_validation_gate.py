@@ -66,7 +66,7 @@ async def test_eval_sets_run_on_a_real_worker_and_feed_the_gate(gateway, lora_fa
     import httpx
 
     from adapters.format.eval_set import parse_eval_set
-    from server.engine.worker_client import WorkerClient
+    from server.workers.worker_client import WorkerClient
     from tests.gateway_harness import WORKER_API_KEY, WORKER_HEADERS
     from migration.validation_gate.eval_runner import generate_outputs
 

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from server.engine.worker_client import WorkerClient
+from server.workers.worker_client import WorkerClient
 from adapters.errors import WorkerUnavailableError, WorkerUnreachableError
 from tests.misbehaving_worker import misbehaving_worker
 

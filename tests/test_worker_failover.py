@@ -7,7 +7,7 @@ import asyncio
 
 import httpx
 
-from server.engine.worker_process import ExternalWorker
+from server.workers.worker_process import ExternalWorker
 from server.metrics import GatewayMetrics
 from server.settings import Settings
 from tests.misbehaving_worker import misbehaving_worker

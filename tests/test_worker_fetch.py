@@ -1,4 +1,4 @@
-"""Workers that fetch adapters from the blob store themselves (server/engine/vllm_plugin/
+"""Workers that fetch adapters from the blob store themselves (server/workers/vllm_plugin/
 blob_resolver.py): the adapter cache as a unit, then a real gateway on the S3-compatible server
 whose worker resolves every adapter by name, with no folder written by the gateway."""
 
@@ -14,7 +14,7 @@ from adapters.registry.models import adapter_manifest
 from adapters.registry.registry import Registry
 from adapters.storage.blob_store import BlobCorruptedError, LocalBlobStore
 from migration.base_versions.importer import import_base
-from server.engine.vllm_plugin.blob_resolver import AdapterCache
+from server.workers.vllm_plugin.blob_resolver import AdapterCache
 from tests.gateway_harness import WORKER_API_KEY, gateway_settings, start_gateway
 from tests.test_uploads import folder_files
 
@@ -118,8 +118,8 @@ def test_workers_get_their_own_read_only_credentials_and_a_read_only_store(tmp_p
 
     from pydantic import ValidationError
 
-    from server.engine.vllm_plugin.blob_resolver import STORE_ENV, blob_store_from_env
-    from server.engine.worker_process import worker_environment
+    from server.workers.vllm_plugin.blob_resolver import STORE_ENV, blob_store_from_env
+    from server.workers.worker_process import worker_environment
     from server.settings import Settings
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "gateway-key")

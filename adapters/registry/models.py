@@ -149,7 +149,7 @@ class Adapter(Base):
 
 def adapter_manifest(config_sha256: str, weights_sha256: str) -> bytes:
     """``<config sha256>:<weights sha256>``: stored as a blob of its own, it lets a worker that is
-    given only an adapter's ``lora_name`` fetch it from the blob store (server/engine/vllm_plugin/)."""
+    given only an adapter's ``lora_name`` fetch it from the blob store (server/workers/vllm_plugin/)."""
     return f"{config_sha256}:{weights_sha256}".encode()
 
 

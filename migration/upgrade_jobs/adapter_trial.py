@@ -10,7 +10,7 @@ from adapters.registry.models import Adapter, BaseVersion
 from adapters.storage.blob_store import BlobStore
 from adapters.storage.materialize import AdapterMaterializer
 from adapters.validation.static_check import check_statically
-from migration.engine_port import TrialWorker
+from migration.worker_port import TrialWorker
 from migration.validation_gate.eval_runner import generate_outputs
 from migration.validation_gate.gate import GateDecision, GateThresholds, decide, measure
 from migration.validation_gate.worker_scan import scan_on_worker

@@ -19,7 +19,7 @@ from adapters.registry.models import ItemState, MigrationJob, MigrationStatus, u
 from adapters.registry.adapter_repository import AdapterRepository
 from adapters.storage.blob_store import BlobStore
 from adapters.storage.materialize import AdapterMaterializer
-from migration.engine_port import MigrationMetrics, ServedVersionsPort, TrialWorker
+from migration.worker_port import MigrationMetrics, ServedVersionsPort, TrialWorker
 from migration.upgrade_jobs.adapter_trial import TrialFailed, TrialSettings, try_adapter
 from migration.validation_gate.gate import GateThresholds
 from adapters.errors import PeftServeError, WorkerUnavailableError

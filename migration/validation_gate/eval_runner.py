@@ -3,7 +3,7 @@
 import asyncio
 
 from adapters.format.eval_set import EvalItem
-from migration.engine_port import EngineClient
+from migration.worker_port import EngineClient
 from adapters.errors import WorkerRequestError
 
 

@@ -4,7 +4,7 @@ adapter: run at the end of an upload's live check and before a migration promote
 from adapters.format.eval_set import EvalItem
 from adapters.screening.policy import ScreeningPolicy
 from adapters.screening.trigger_scan import scan
-from migration.engine_port import TrialWorker
+from migration.worker_port import TrialWorker
 from migration.validation_gate.eval_runner import generate_outputs
 
 

@@ -14,9 +14,9 @@ from migration.validation_gate.worker_scan import scan_on_worker
 from adapters.registry.models import Adapter, AdapterStatus, utcnow
 from adapters.registry.adapter_repository import AdapterRepository
 from adapters.storage.materialize import AdapterMaterializer
-from server.engine.pool import WorkerPool
+from server.workers.pool import WorkerPool
 from adapters.errors import AdapterLoadError
-from server.engine.worker_process import WorkerState
+from server.workers.worker_process import WorkerState
 from adapters.errors import WorkerRequestError, WorkerUnavailableError
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from adapters.registry.models import Adapter, Tenant
 from adapters.registry.registry import Registry
 from server.adapters_api.service import AdapterService
-from server.engine.worker_reconciler import WorkerReconciler
+from server.workers.worker_reconciler import WorkerReconciler
 from adapters.errors import InvalidRequestError
 
 

@@ -14,7 +14,7 @@ from adapters.registry.names import split_ref
 from adapters.storage.materialize import AdapterMaterializer
 from server.adapters_api.intake import build_submission, upload_workspace
 from server.adapters_api.live_check import LiveCheck
-from server.engine.pool import WorkerPool
+from server.workers.pool import WorkerPool
 from adapters.errors import AdapterInvalidError, ConflictError, InvalidRequestError, NotFoundError, WorkerUnavailableError
 from server.settings import UploadSettings
 

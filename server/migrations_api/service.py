@@ -9,8 +9,8 @@ from adapters.registry.models import MigrationJob
 from adapters.registry.registry import Registry
 from migration.upgrade_jobs.planning import plan_job
 from migration.validation_gate.gate import GateThresholds
-from server.engine.pool import WorkerPool
-from server.engine.worker_reconciler import WorkerReconciler
+from server.workers.pool import WorkerPool
+from server.workers.worker_reconciler import WorkerReconciler
 from server.migrations_api.protocol import MigrationCreate
 
 

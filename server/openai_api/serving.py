@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from adapters.registry.models import Tenant
 from adapters.registry.registry import Registry
 from adapters.storage.materialize import AdapterMaterializer
-from server.engine.pool import WorkerPool
-from server.engine.worker_process import WORKER_BASE_NAME
+from server.workers.pool import WorkerPool
+from server.workers.worker_process import WORKER_BASE_NAME
 from adapters.errors import (PeftServeError, WorkerRequestError, WorkerRetiredError, WorkerUnavailableError,
                              WorkerUnreachableError)
 from server.metrics import GatewayMetrics

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from server.engine.worker_client import WorkerClient
+from server.workers.worker_client import WorkerClient
 from server.metrics import GatewayMetrics
 
 

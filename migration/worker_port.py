@@ -1,5 +1,5 @@
-"""What a base-model upgrade needs from the serving engine, as protocols the server's engine
-implements (``server/engine/``): migration code depends on these, never on the server, so the
+"""What a base-model upgrade needs from the workers, as protocols the server's workers
+implement (``server/workers/``): migration code depends on these, never on the server, so the
 layers point one way (adapters <- migration <- server)."""
 
 from collections.abc import Awaitable, Callable

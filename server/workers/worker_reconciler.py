@@ -6,7 +6,7 @@ import logging
 
 from adapters.registry.models import BaseVersion
 from adapters.registry.base_version_repository import BaseVersionRepository
-from server.engine.pool import WorkerPool
+from server.workers.pool import WorkerPool
 from adapters.errors import WorkerUnavailableError
 
 log = logging.getLogger(__name__)

@@ -22,12 +22,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from adapters.registry.models import BaseVersion
-from server.engine.residency import AdapterResidency
-from server.engine.worker_client import WorkerClient
-from server.engine.worker_process import WORKER_BASE_NAME, ExternalWorker, ManagedWorker
+from server.workers.residency import AdapterResidency
+from server.workers.worker_client import WorkerClient
+from server.workers.worker_process import WORKER_BASE_NAME, ExternalWorker, ManagedWorker
 from adapters.errors import WorkerRetiredError, WorkerUnavailableError
 from server.metrics import GatewayMetrics
-from server.settings import EngineSettings
+from server.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def rendezvous_score(adapter: str, worker_url: str) -> int:
 
 
 class WorkerPool:
-    def __init__(self, settings: EngineSettings, metrics: GatewayMetrics):
+    def __init__(self, settings: WorkerSettings, metrics: GatewayMetrics):
         self.settings = settings
         self.metrics = metrics
         self._groups: dict[str, list[PooledWorker]] = {}

@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 
 # The CPU wrapper vLLM would use; ours replaces it on the CPU platform only.
 UPSTREAM_CPU_WRAPPER = "vllm.lora.punica_wrapper.punica_cpu.PunicaWrapperCPU"
-GROUPED_CPU_WRAPPER = "server.engine.vllm_plugin.grouped_lora_cpu.GroupedPunicaWrapperCPU"
+GROUPED_CPU_WRAPPER = "server.workers.vllm_plugin.grouped_lora_cpu.GroupedPunicaWrapperCPU"
 
 # "peftserve" (default) or "vllm" (vLLM's own CPU path, for A/B runs and as an escape hatch).
 KERNEL_ENV = "PEFTSERVE_LORA_KERNEL"
@@ -33,7 +33,7 @@ def register(platform=None) -> str | None:
     Returns the wrapper's qualified name when it was installed, None otherwise. ``platform`` is
     vLLM's current platform unless a test passes another one.
     """
-    from server.engine.vllm_plugin.blob_resolver import register_resolver
+    from server.workers.vllm_plugin.blob_resolver import register_resolver
 
     if register_resolver():
         log.info("peftserve: adapters are fetched from the blob store by this worker")

@@ -17,11 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from server.engine.vllm_plugin import KERNEL_ENV, UPSTREAM_CPU_WRAPPER
-from server.engine.vllm_plugin.blob_resolver import CACHE_BYTES_ENV, CACHE_DIR_ENV, STORE_ENV
-from server.engine.worker_client import WorkerClient
+from server.workers.vllm_plugin import KERNEL_ENV, UPSTREAM_CPU_WRAPPER
+from server.workers.vllm_plugin.blob_resolver import CACHE_BYTES_ENV, CACHE_DIR_ENV, STORE_ENV
+from server.workers.worker_client import WorkerClient
 from server.metrics import GatewayMetrics
-from server.settings import EngineSettings
+from server.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class WorkerState(str, enum.Enum):
     stopped = "stopped"
 
 
-def worker_blob_store(settings: EngineSettings, cache_dir: Path) -> dict:
+def worker_blob_store(settings: WorkerSettings, cache_dir: Path) -> dict:
     """Where a worker reads blobs: the gateway's own store (external workers get the same JSON in
     PEFTSERVE_WORKER_BLOB_STORE, with read-only credentials of their own)."""
     if settings.blob_store == "s3":
@@ -52,7 +52,7 @@ def worker_blob_store(settings: EngineSettings, cache_dir: Path) -> dict:
     return {"kind": "local", "dir": str(settings.blob_dir)}
 
 
-def worker_command(settings: EngineSettings, model_path: str, port: int) -> list[str]:
+def worker_command(settings: WorkerSettings, model_path: str, port: int) -> list[str]:
     return [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", model_path, "--served-model-name", WORKER_BASE_NAME,
@@ -69,7 +69,7 @@ def worker_command(settings: EngineSettings, model_path: str, port: int) -> list
     ]
 
 
-def worker_environment(settings: EngineSettings, api_key: str | None = None, cache_dir: Path | None = None) -> dict[str, str]:
+def worker_environment(settings: WorkerSettings, api_key: str | None = None, cache_dir: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
     for key, value in CPU_WORKER_ENV.items():
         env.setdefault(key, value)
@@ -101,7 +101,7 @@ class ManagedWorker:
 
     external = False
 
-    def __init__(self, name: str, model_path: str, port: int, settings: EngineSettings, metrics: GatewayMetrics):
+    def __init__(self, name: str, model_path: str, port: int, settings: WorkerSettings, metrics: GatewayMetrics):
         self.name = name
         self.model_path = model_path
         self.port = port
@@ -245,7 +245,7 @@ class ExternalWorker:
     pid = None
     restarts = 0
 
-    def __init__(self, name: str, url: str, settings: EngineSettings, metrics: GatewayMetrics):
+    def __init__(self, name: str, url: str, settings: WorkerSettings, metrics: GatewayMetrics):
         self.name = name
         self.settings = settings
         self.metrics = metrics
