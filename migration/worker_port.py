@@ -38,7 +38,7 @@ class TrialWorker(Protocol):
         """Holds the adapter loaded for the block; raises ``AdapterLoadError`` if the worker refuses it."""
 
 
-class ServedVersionsPort(Protocol):
+class WorkerReconcilerPort(Protocol):
     async def reconcile(self) -> list[str]: ...
 
     async def ready(self, base: BaseVersion) -> None: ...

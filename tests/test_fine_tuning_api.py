@@ -269,3 +269,17 @@ def test_pause_and_resume_continue_from_the_checkpoint_to_the_same_adapter(gatew
     assert sha[straight.fine_tuned_model] == sha[done.fine_tuned_model]
     with pytest.raises(openai.ConflictError):
         client.fine_tuning.jobs.resume(job.id)  # not paused any more
+
+    # Paused, then cancelled: its checkpoint and this machine's work folder go with it.
+    doomed = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, suffix="doomed", seed=3,
+                                            hyperparameters=hyper)
+    deadline = time.monotonic() + 120
+    while not any(e.data and e.data.get("step", 0) >= 5 for e in client.fine_tuning.jobs.list_events(doomed.id).data):
+        assert time.monotonic() < deadline, "training made no progress"
+        time.sleep(0.2)
+    client.fine_tuning.jobs.pause(doomed.id)
+    assert wait_for(client, doomed.id, ("paused", "succeeded", "failed")).status == "paused"
+    kept = services.fine_tuning.repo.get_job(doomed.id).checkpoint_sha256
+    assert services.fine_tuning.blobs.exists(kept) and (services.fine_tuning.work_root / doomed.id).exists()
+    assert client.fine_tuning.jobs.cancel(doomed.id).status == "cancelled"
+    assert not services.fine_tuning.blobs.exists(kept) and not (services.fine_tuning.work_root / doomed.id).exists()

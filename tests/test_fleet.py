@@ -212,13 +212,16 @@ def traffic(server: SecondGateway, key: str, stop: threading.Event, out: list[Ou
                 out.append(Outcome(started, False, None, repr(e)))
 
 
-def test_a_worker_refetches_adapters_damaged_in_its_own_cache(fleet, workers, routed):
-    """Worker one's cached files are damaged and vLLM drops its adapters (as it may on eviction):
-    each next request resolves again, finds the damage, fetches and verifies the files."""
+def test_a_worker_refetches_adapters_damaged_in_its_own_cache(fleet, workers, routed, lora_factory):
+    """Worker one's cached copies of the routed adapters are damaged and vLLM drops its adapters
+    (as it may on eviction): each next request resolves again, finds the damage, fetches and
+    verifies the files. (Its cache also holds adapters deleted since: nobody asks for those.)"""
     gateways, _ = fleet
-
-    cached = list(workers["one"].cache_dir.glob("*/adapter_model.safetensors"))
-    assert cached, "worker one fetched nothing"
+    routed_weights = {hashlib.sha256((lora_factory(100 + i) / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]
+                      for i in range(len(ROUTED))}
+    cached = [w for w in workers["one"].cache_dir.glob("*/adapter_model.safetensors")
+              if w.parent.name.split("-")[1] in routed_weights]  # folders are named <config>-<weights> digests
+    assert cached, "worker one fetched none of the routed adapters"
     for weights in cached:
         weights.write_bytes(b"damaged on the worker's disk")
     headers = {"Authorization": f"Bearer {WORKER_API_KEY}"}
@@ -231,7 +234,7 @@ def test_a_worker_refetches_adapters_damaged_in_its_own_cache(fleet, workers, ro
         for name in ROUTED:
             resp = c.post("/v1/completions", json={"model": name, "prompt": "Hi", "max_tokens": 2})
             assert resp.status_code == 200, resp.text
-    for weights in cached:  # the folder is named by the digests it holds
+    for weights in cached:
         assert hashlib.sha256(weights.read_bytes()).hexdigest().startswith(weights.parent.name.split("-")[1])
 
 

@@ -19,7 +19,7 @@ from adapters.registry.models import ItemState, MigrationJob, MigrationStatus, u
 from adapters.registry.adapter_repository import AdapterRepository
 from adapters.storage.blob_store import BlobStore
 from adapters.storage.materialize import AdapterMaterializer
-from migration.worker_port import MigrationMetrics, ServedVersionsPort, TrialWorker
+from migration.worker_port import MigrationMetrics, WorkerReconcilerPort, TrialWorker
 from migration.upgrade_jobs.adapter_trial import TrialFailed, TrialSettings, try_adapter
 from migration.validation_gate.gate import GateThresholds
 from adapters.errors import PeftServeError, WorkerUnavailableError
@@ -31,7 +31,7 @@ RETRY_PAUSE_S = 1.0
 
 
 class MigrationRunner:
-    def __init__(self, repo: MigrationRepository, registry: AdapterRepository, served: ServedVersionsPort, blobs: BlobStore,
+    def __init__(self, repo: MigrationRepository, registry: AdapterRepository, served: WorkerReconcilerPort, blobs: BlobStore,
                  materializer: AdapterMaterializer, trial_settings: TrialSettings, metrics: MigrationMetrics, *,
                  owner: str, lease_s: float, on_change: Callable[[], None], poll_s: float = 0.5):
         self.repo = repo

@@ -1,6 +1,7 @@
 """Create, list and cancel fine-tuning jobs; every input is checked before a job exists."""
 
 import asyncio
+import shutil
 from pathlib import Path
 
 from adapters.registry.fine_tuning_repository import FineTuningRepository
@@ -106,11 +107,14 @@ class FineTuningService:
             self.lifecycle.references.unclaim(claim)
 
     def cancel(self, job_id: str, tenant_id: int) -> FineTuningJob:
-        """A job that was not running (queued, paused) ends here and drops its checkpoint; a running
-        one stops at its next step and its runner drops it."""
+        """A job that was not running (queued, paused) ends here and drops its checkpoint and this
+        machine's work folder (a paused job's, when it paused here); a running one stops at its
+        next step and its runner drops them."""
         job = self.repo.request_cancel(job_id, tenant_id)
-        if job.status in TERMINAL_JOB_STATES and job.checkpoint_sha256:
-            self.lifecycle.release([job.checkpoint_sha256])
+        if job.status in TERMINAL_JOB_STATES:
+            shutil.rmtree(self.work_root / job.id, ignore_errors=True)
+            if job.checkpoint_sha256:
+                self.lifecycle.release([job.checkpoint_sha256])
         return job
 
     def write_starting_weights(self, job: FineTuningJob, folder: Path) -> Path | None:
