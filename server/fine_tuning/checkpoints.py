@@ -36,7 +36,8 @@ class JobCheckpoints:
             previous = self.repo.get_job(job_id).checkpoint_sha256
             with self.lifecycle.stored_file(archive) as (sha, _):
                 held = self.leases.write_if_held(job_id, self.owner, checkpoint_sha256=sha, checkpoint_step=step)
-            self.lifecycle.release([previous] if held and previous != sha else [] if held else [sha])
+            # Ours: the checkpoint it replaces goes. Not ours any more: this one goes (if unreferenced).
+            self.lifecycle.release([previous if held else sha])
         except Exception:  # the store is down: the next checkpoint tries again
             log.exception("job %s: storing the checkpoint of step %d failed", job_id, step)
             return False
