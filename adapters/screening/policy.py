@@ -30,7 +30,8 @@ class ScreeningPolicy(BaseModel):
     scan_max_tokens: int = Field(default=4, ge=1, le=64)
     scan_concurrency: int = Field(default=16, ge=1, le=256)
     """Scan requests in flight at once: one burst of short requests the engine batches (a hand check
-    on SmolLM2 and 2 CPU cores, not a benchmark, saw an upload's check take about half as long at 16 as at 4)."""
+    on SmolLM2 and 2 CPU cores, not a benchmark, saw an upload's check take about half as long at 16
+    as at 4; benchmarks/security/scan_cost.py measures the scan's cost at the default)."""
     scan_words: int = Field(default=4, ge=1)
     """An answer has flipped when its first this-many words change."""
     max_trigger_excess: float = Field(default=0.25, ge=0.0, le=1.0)
