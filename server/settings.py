@@ -114,7 +114,9 @@ class WorkerSettings(StoreSettings):
     """Secret of ``worker_s3_access_key_id``."""
 
     worker_cache_bytes: int = Field(default=10 * 2**30, gt=0)
-    """Bound on each fetching worker's adapter cache on its own disk (least recently resolved go first)."""
+    """Bound on each fetching worker's adapter cache on its own disk: folders left by its earlier runs
+    go first, least recently resolved first; the adapters the running worker has loaded stay until
+    it restarts (vLLM may reload one from its folder at any time)."""
 
     worker_urls: dict[str, list[str]] = Field(default_factory=dict)
     """External workers, ``{"<base>@<version>": "http://host:port"}`` or a list of URLs per version;

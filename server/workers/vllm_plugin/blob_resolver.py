@@ -7,7 +7,8 @@ The manifest blob holds ``<config sha256>:<weights sha256>`` (adapters/registry/
 folder is hashed again at each resolution, so a corrupt or truncated file is fetched again, and a
 blob corrupt in the store is an error (500), never a half-loaded adapter. A missing manifest is
 "no such adapter" (vLLM answers 404). The cache keeps at most ``max_bytes``, least recently
-resolved folders going first. Runs inside the worker: no gateway imports.
+resolved folders of earlier runs going first (never one vLLM may still read). Runs inside the
+worker: no gateway imports.
 """
 
 import json
@@ -64,13 +65,20 @@ def blob_store_from_env(spec: dict) -> ReadOnlyBlobs:
 
 
 class AdapterCache:
-    """Verified adapter folders from the blob store, bounded in size."""
+    """Verified adapter folders from the blob store, bounded in size.
+
+    vLLM keeps every adapter name it resolved (until it is unloaded) and reloads one it evicted
+    from memory from its folder, at any time, inside the engine loop: a folder handed to vLLM by
+    this process must stay. So the bound removes only folders no resolution of this process
+    handed out (left by an earlier run of the worker); past it, a warning says the disk is
+    holding more than the bound until the worker restarts."""
 
     def __init__(self, blobs: "BlobStore | ReadOnlyBlobs", root: Path, max_bytes: int):
         self.blobs = blobs
         self.root = root
         self.max_bytes = max_bytes
         self.materializer = AdapterMaterializer(blobs, root)
+        self._handed_out: set[str] = set()  # folder names vLLM may read again
 
     def folder(self, manifest_sha256: str) -> Path | None:
         """The adapter's folder, or None when the store has no such manifest."""
@@ -82,18 +90,25 @@ class AdapterCache:
             raise ValueError(f"blob {manifest_sha256} is not an adapter manifest")
         folder = self.materializer.folder_for_digests(manifest[1], manifest[2], reverify=True)
         os.utime(folder)  # most recently resolved: pruned last
-        self._prune(keep=folder)
+        self._handed_out.add(folder.name)
+        self._prune()
         return folder
 
-    def _prune(self, keep: Path) -> None:
+    def _prune(self) -> None:
         folders = sorted((p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")),
                          key=lambda p: p.stat().st_mtime, reverse=True)
         total = 0
         for folder in folders:
-            total += sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-            if total > self.max_bytes and folder != keep:
+            size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+            if total + size > self.max_bytes and folder.name not in self._handed_out:
                 log.info("peftserve: adapter cache over %d bytes; removing %s", self.max_bytes, folder.name)
                 shutil.rmtree(folder, ignore_errors=True)
+            else:
+                total += size
+        if total > self.max_bytes:
+            log.warning("peftserve: %d bytes of adapters this worker has loaded are on its disk, over the cache "
+                        "bound of %d: they stay until the worker restarts (vLLM may reload them from there)",
+                        total, self.max_bytes)
 
 
 def make_resolver(cache: AdapterCache):
