@@ -191,10 +191,6 @@ class Outcome:
     detail: str = ""
 
 
-def wait_for(condition, timeout_s: float = 120) -> None:
-    eventually(condition, timeout_s)
-
-
 def traffic(server: SecondGateway, key: str, stop: threading.Event, out: list[Outcome]) -> None:
     with client(server, key) as c:
         for n in itertools.count():
@@ -256,7 +252,7 @@ def test_a_migration_started_on_one_gateway_is_served_by_both(fleet, lora_factor
     job = api.wait(api.start_job({"base_model": "tiny", "tenants": ["upgrade-co"],
                                   "thresholds": EVERYTHING_PASSES})["id"])
     assert job["status"] == "succeeded" and job["progress"]["migrated"] == 1, job
-    wait_for(lambda: served_on(a) == "tiny@2" and served_on(b) == "tiny@2", 30)  # within a's cache TTL
+    eventually(lambda: served_on(a) == "tiny@2" and served_on(b) == "tiny@2", 30)  # within a's cache TTL
 
 
 def test_a_worker_killed_mid_traffic_costs_only_its_requests_in_flight(fleet, second_worker, routed):
@@ -267,10 +263,10 @@ def test_a_worker_killed_mid_traffic_costs_only_its_requests_in_flight(fleet, se
     for t in clients:
         t.start()
     served_by = lambda: {o.worker for out in outcomes for o in out if o.ok}  # noqa: E731
-    wait_for(lambda: {"tiny@1#0", "tiny@1#1"} <= served_by())
+    eventually(lambda: {"tiny@1#0", "tiny@1#1"} <= served_by(), 120)
     second_worker.kill()
     dead_at = time.monotonic()  # requests sent before this may have reached it (in flight)
-    wait_for(lambda: sum(o.started > dead_at + 0.5 for out in outcomes for o in out) >= 8)
+    eventually(lambda: sum(o.started > dead_at + 0.5 for out in outcomes for o in out) >= 8, 120)
     stop.set()
     for t in clients:
         t.join(60)
@@ -298,7 +294,7 @@ def test_a_job_whose_gateway_dies_resumes_on_the_other_from_its_checkpoint_once(
             return conn.execute("SELECT claimed_by, checkpoint_step, checkpoint_sha256 FROM fine_tuning_jobs "
                                 "WHERE id = %s", (job_id,)).fetchone()
 
-    wait_for(lambda: row()[0] and row()[1])  # claimed, and a checkpoint is in the bucket
+    eventually(lambda: row()[0] and row()[1], 120)  # claimed, and a checkpoint is in the bucket
     # The gateway holding the job (either may have claimed it) dies; the other one takes over.
     first_holder = row()[0]
     claimant, other = sorted(gateways.values(), key=lambda g: f":{g.env['PEFTSERVE_PORT']}:" not in first_holder)
@@ -307,14 +303,14 @@ def test_a_job_whose_gateway_dies_resumes_on_the_other_from_its_checkpoint_once(
                for server, out in ((claimant, on_claimant), (other, on_other))]
     for t in clients:
         t.start()
-    wait_for(lambda: any(o.ok for o in on_claimant) and any(o.ok for o in on_other))
+    eventually(lambda: any(o.ok for o in on_claimant) and any(o.ok for o in on_other), 120)
     os.killpg(claimant.proc.pid, signal.SIGKILL)
     claimant.proc.wait()
     dead_at = time.monotonic()
     _, checkpoint_step, checkpoint_sha = row()  # what the dead gateway last stored
     assert 5 <= checkpoint_step < 150
     assert not (other.data_dir / "fine_tuning" / job_id).exists()  # the other machine never ran it
-    wait_for(lambda: sum(o.started > dead_at for o in on_other) >= 3 and on_claimant[-1].started > dead_at)
+    eventually(lambda: sum(o.started > dead_at for o in on_other) >= 3 and on_claimant[-1].started > dead_at, 120)
     stop.set()
     for t in clients:
         t.join(60)

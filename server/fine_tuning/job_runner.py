@@ -111,8 +111,8 @@ class FineTuningRunner:
     def _train(self, job: FineTuningJob, cancel: threading.Event):
         config = TrainingConfig(**job.hyperparameters)
         base_dir = Path(job.base_version.path)
-        training = self.service.read_file(job.tenant_id, job.training_file, "training_file")
-        validation = (self.service.read_file(job.tenant_id, job.validation_file, "validation_file")
+        training = self.service.files.read(job.tenant_id, job.training_file, "training_file")
+        validation = (self.service.files.read(job.tenant_id, job.validation_file, "validation_file")
                       if job.validation_file else None)
         last_event, last_check = [0.0], [0.0]
 

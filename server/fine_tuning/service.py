@@ -32,9 +32,6 @@ class FineTuningService:
         self.blobs = lifecycle.blobs
         self.work_root = work_root
 
-    def read_file(self, tenant_id: int, file_id: str, param: str) -> bytes:
-        return self.files.read(tenant_id, file_id, param)
-
     def _check_work(self, config: TrainingConfig, steps: int) -> None:
         work = steps * config.batch_size * config.max_seq_len
         if work > self.max_job_tokens:
@@ -79,10 +76,10 @@ class FineTuningService:
                                       param="hyperparameters.target_modules")
         if config.max_steps is not None:  # known before reading the files
             self._check_work(config, config.max_steps)
-        training = await asyncio.to_thread(self.read_file, tenant.id, request.training_file, "training_file")
+        training = await asyncio.to_thread(self.files.read, tenant.id, request.training_file, "training_file")
         validation = None
         if request.validation_file:
-            validation = await asyncio.to_thread(self.read_file, tenant.id, request.validation_file,
+            validation = await asyncio.to_thread(self.files.read, tenant.id, request.validation_file,
                                                  "validation_file")
         # Parse and tokenize now: a bad file is a 400 naming the line, not a failed job later.
         prepared = await asyncio.to_thread(prepare, Path(base.path), training, validation, config)
