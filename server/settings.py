@@ -94,10 +94,18 @@ class WorkerSettings(StoreSettings):
     target only these, because vLLM silently ignores an adapter's weights for modules it did not
     wrap. Listing fewer makes the workers lighter (no LoRA embeddings or logits are ever wrapped)."""
 
-    lora_kernel: Literal["peftserve", "vllm"] = "peftserve"
-    """CPU workers' LoRA path: ``peftserve`` (the vLLM plugin in server/workers/vllm_plugin: correct
-    in mixed batches and faster) or ``vllm`` (vLLM's own CPU path, which lets base-model tokens in
-    a mixed batch take the last slot's adapter; for A/B runs only). No effect on GPU workers."""
+    lora_kernel: Literal["native", "torch", "vllm"] = "native"
+    """CPU workers' LoRA path. ``native``: the vLLM plugin in server/workers/vllm_plugin with its
+    C++ op, compiled on the worker's machine at first use (or at install) and cached in
+    PEFTSERVE_KERNEL_CACHE; where it cannot be built (no C++ compiler) the plugin logs why and
+    runs ``torch``: the same plugin with torch ops only, correct and slower. ``vllm``: vLLM's own
+    CPU path, which lets base-model tokens in a mixed batch take the last slot's adapter (A/B
+    runs only). ``peftserve``, the old name of ``native``, is still read. No effect on GPU workers."""
+
+    @field_validator("lora_kernel", mode="before")
+    @classmethod
+    def _old_kernel_name(cls, value):
+        return "native" if value == "peftserve" else value
 
     workers_fetch_adapters: bool = False
     """Workers fetch adapters from the blob store themselves (a vLLM LoRA resolver in our plugin),

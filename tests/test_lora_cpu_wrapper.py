@@ -9,7 +9,7 @@ import torch
 from vllm.lora.layers.utils import LoRAMapping
 from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
-from server.workers.vllm_plugin import GROUPED_CPU_WRAPPER, register
+from server.workers.vllm_plugin import GROUPED_CPU_WRAPPER, lora_kernel, register
 from server.workers.vllm_plugin.grouped_lora_cpu import GroupedPunicaWrapperCPU
 
 SLOTS, RANK, IN = 4, 8, 64
@@ -43,8 +43,23 @@ def reference(y, x, a, b, token_slots):
     return out
 
 
-def run(wrapper_cls, token_slots, a, b, seed=1, layout=(11, 12, 13, 14)):
+@pytest.fixture(params=["native", "torch"])
+def path(request, monkeypatch):
+    """Both ways the wrapper computes adapter rows: the C++ op (built on this machine; the install
+    builds it, so a failure to build fails here) and the torch path it falls back to."""
+    monkeypatch.setenv("PEFTSERVE_LORA_KERNEL", request.param)
+    return request.param
+
+
+def new_wrapper(wrapper_cls=GroupedPunicaWrapperCPU):
     wrapper = wrapper_cls(max_num_batched_tokens=256, max_batches=16, device="cpu")
+    if wrapper_cls is GroupedPunicaWrapperCPU:
+        assert (wrapper._op is not None) == (lora_kernel() == "native"), "the native op did not load"
+    return wrapper
+
+
+def run(wrapper_cls, token_slots, a, b, seed=1, layout=(11, 12, 13, 14)):
+    wrapper = new_wrapper(wrapper_cls)
     # vLLM's mapping holds adapter ids per token (0 = none); the layout maps slot -> id.
     ids = [layout[s] if s >= 0 else 0 for s in token_slots]
     wrapper.update_metadata(LoRAMapping(ids, ids, is_prefill=True), list(layout), SLOTS + 1, 1000)
@@ -71,7 +86,7 @@ CASES = {
 
 @pytest.mark.parametrize("token_slots", CASES.values(), ids=CASES.keys())
 @pytest.mark.parametrize("outs", [QKV, (64,)], ids=["qkv", "single"])
-def test_grouped_wrapper_matches_reference(token_slots, outs):
+def test_grouped_wrapper_matches_reference(token_slots, outs, path):
     a, b = stacked(0, outs, live_slots=(0, 1, 2, 3))
     y0, x, y, _ = run(GroupedPunicaWrapperCPU, token_slots, a, b)
     want = reference(y0, x, a, b, token_slots)
@@ -115,10 +130,10 @@ def test_upstream_wrapper_leaks_the_last_slot_into_base_tokens():
 
 
 @pytest.mark.parametrize("token_slots", [[0, 1, -1], [2, 2, 2]], ids=["padded", "one adapter for all"])
-def test_rows_beyond_the_batch_tokens_are_never_touched(token_slots):
+def test_rows_beyond_the_batch_tokens_are_never_touched(token_slots, path):
     """vLLM may hand over x / y with more rows than the step has tokens (padding)."""
     a, b = stacked(0, QKV, live_slots=(0, 1, 2, 3))
-    wrapper = GroupedPunicaWrapperCPU(max_num_batched_tokens=256, max_batches=16, device="cpu")
+    wrapper = new_wrapper()
     ids = [(11, 12, 13, 14)[s] if s >= 0 else 0 for s in token_slots]
     wrapper.update_metadata(LoRAMapping(ids, ids, is_prefill=False), [11, 12, 13, 14], SLOTS + 1, 1000)
     x = torch.randn(len(token_slots) + 2, IN).to(torch.bfloat16)
@@ -130,14 +145,14 @@ def test_rows_beyond_the_batch_tokens_are_never_touched(token_slots):
     torch.testing.assert_close(y[:len(token_slots)].float(), want, atol=0.1, rtol=0.02)
 
 
-def test_module_without_weights_in_active_slots_is_skipped():
+def test_module_without_weights_in_active_slots_is_skipped(path):
     a, b = stacked(0, (64,), live_slots=(2,))  # only slot 2 targets this module
     y0, _, y, wrapper = run(GroupedPunicaWrapperCPU, [0, 1, -1], a, b)
     assert torch.equal(y, y0)
     assert wrapper._fused[id(a[0])].live == [False, False, True, False]
 
 
-def test_slot_reused_by_another_adapter_gets_its_new_weights():
+def test_slot_reused_by_another_adapter_gets_its_new_weights(path):
     a, b = stacked(0, (64,), live_slots=(0, 1, 2, 3))
     token_slots = [1, 1, -1]
     _, _, _, wrapper = run(GroupedPunicaWrapperCPU, token_slots, a, b)
@@ -180,6 +195,7 @@ def test_plugin_replaces_the_cpu_wrapper_unless_switched_off(monkeypatch):
     monkeypatch.setenv("PEFTSERVE_LORA_KERNEL", "vllm")
     assert register(CpuLike(cpu=True)) is None
     assert CpuLike.get_punica_wrapper() == "upstream.Wrapper"
-    monkeypatch.setenv("PEFTSERVE_LORA_KERNEL", "peftserve")
-    assert register(CpuLike(cpu=True)) == GROUPED_CPU_WRAPPER
+    for kernel in ("native", "torch", "peftserve"):
+        monkeypatch.setenv("PEFTSERVE_LORA_KERNEL", kernel)
+        assert register(CpuLike(cpu=True)) == GROUPED_CPU_WRAPPER
     assert CpuLike.get_punica_wrapper() == GROUPED_CPU_WRAPPER

@@ -48,10 +48,12 @@ def strong_adapters(gateway, lora_factory):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the plugin replaces the CPU path only; GPU workers keep vLLM's")
 def test_worker_runs_the_plugin(gateway, strong_adapters):
-    """Read from the worker's own log: vLLM names the wrapper class it built (punica_selector)."""
+    """Read from the worker's own log: vLLM names the wrapper class it built (punica_selector),
+    and the plugin says whether its native op loaded."""
     log = "".join(p.read_text() for p in gateway.settings.logs_dir.glob("worker-tiny-v1*.log"))
     assert "Using GroupedPunicaWrapperCPU" in log
     assert "Using PunicaWrapperCPU" not in log
+    assert "peftserve: native LoRA op loaded from" in log  # the C++ op, not the torch fallback
 
 
 def test_base_requests_in_mixed_batches_get_base_answers(gateway, strong_adapters):

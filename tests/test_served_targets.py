@@ -24,7 +24,8 @@ def test_worker_flags_follow_the_settings(tmp_path):
     assert cmd[cmd.index("--max-cpu-loras") + 1] == "12"  # vLLM's cache holds every resident adapter
     assert cmd[cmd.index("--max-loras") + 1] == "6"
     assert worker_environment(settings, "k")["PEFTSERVE_LORA_KERNEL"] == "vllm"
-    assert worker_environment(Settings(data_dir=tmp_path), "k")["PEFTSERVE_LORA_KERNEL"] == "peftserve"
+    assert worker_environment(Settings(data_dir=tmp_path), "k")["PEFTSERVE_LORA_KERNEL"] == "native"
+    assert Settings(data_dir=tmp_path, lora_kernel="peftserve").workers.lora_kernel == "native"  # its old name
 
 
 def test_more_adapters_per_batch_than_resident_is_refused(tmp_path):

