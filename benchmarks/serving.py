@@ -244,8 +244,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2, help="alternating b/c repetitions per K (gateway part)")
     parser.add_argument("--slots", type=int, default=32, help="resident adapter slots of the worker")
-    parser.add_argument("--max-loras", type=int, default=16, help="max_loras_per_batch of the main runs")
-    parser.add_argument("--sweep-max-loras", type=int, nargs="*", default=[4, 8, 32])
+    parser.add_argument("--max-loras", type=int, default=None,
+                        help="max_loras_per_batch of the main runs (default: the product's, = --slots)")
+    parser.add_argument("--sweep-max-loras", type=int, nargs="*", default=[4, 8, 16])
     parser.add_argument("--ranks", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--kernels", nargs="+", choices=KERNELS, default=list(KERNELS))
     parser.add_argument("--latency-pairs", type=int, default=100, help="interleaved requests for added latency")
@@ -258,6 +259,7 @@ def main() -> None:
     if args.quick:
         args.requests, args.concurrency, args.max_tokens, args.rounds, args.slots = 16, 4, 8, 1, 4
         args.latency_pairs, args.max_loras, args.sweep_max_loras, args.ranks = 10, 2, [], [16]
+    args.max_loras = args.max_loras or args.slots
     ks = [1, 8, 32] if not args.quick else [1, 2, 4]
     over = args.slots * 2
 
