@@ -99,6 +99,14 @@ def test_refuses_what_would_read_or_write_out_of_bounds(op):
         op(y.float(), x, a, b, rows, bounds, torch.tensor([1]), offsets, 1.0)
     with pytest.raises(RuntimeError, match="shapes"):
         op(y, x[:, :8], a, b, rows, bounds, torch.tensor([1]), offsets, 1.0)
+    with pytest.raises(RuntimeError, match="bounds"):
+        op(y, x, a, b, rows, torch.tensor([0, 5]), torch.tensor([1]), offsets, 1.0)
+    with pytest.raises(RuntimeError, match="row out of range"):  # y has fewer rows than x
+        op(y[:1], x, a, b, rows, bounds, torch.tensor([1]), offsets, 1.0)
+    wide_b = torch.zeros(2, 4, 32, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="offsets"):  # a slice's columns outside the module
+        op(torch.zeros(3, 32, dtype=torch.bfloat16), x, weights(2, 16, 4, (16, 16))[0], wide_b, rows, bounds,
+           torch.tensor([1]), torch.tensor([0, 40, 32]), 1.0)
     assert not y.any()
 
 

@@ -4,8 +4,8 @@
 // Why a kernel: with many distinct adapters in a decode step each slot has a row or two, so a
 // layer's LoRA is a few dozen tiny mat-vecs. In torch that is ~10 ops per module (gather, casts,
 // batched matmuls, scatter-add), each paying dispatch and an fp32 copy, and fp32 weights double
-// the bytes read. Here one call reads each active slot's bf16 weights once per block of rows,
-// keeps the sums in registers, and writes only the adapter rows.
+// the bytes read. Here one call reads each active slot's bf16 weights once per block of up to 4
+// rows, sums in fp32, and writes only the adapter rows (one bf16 rounding each).
 //
 // Plain C++ in fixed-width blocks that the compiler vectorises for the machine it is built on
 // (the plugin compiles it there, with -march=native).
@@ -270,14 +270,19 @@ void grouped_lora(at::Tensor y, const at::Tensor& x, const at::Tensor& a, const 
   const int64_t* bound = bounds.data_ptr<int64_t>();
   const int64_t* slot_of = group_slots.data_ptr<int64_t>();
   TORCH_CHECK(p.off[0] == 0 && p.off[p.n_slices] == p.out, "offsets");
+  for (int64_t i = 0; i < p.n_slices; ++i) TORCH_CHECK(p.off[i] <= p.off[i + 1], "offsets");
+  TORCH_CHECK(bound[0] == 0 && bound[group_slots.numel()] <= rows.numel(), "bounds");
 
   std::vector<Chunk> chunks;
   for (int64_t g = 0; g < group_slots.numel(); ++g) {
     TORCH_CHECK(slot_of[g] >= 0 && slot_of[g] < a.size(0), "slot out of range");
+    TORCH_CHECK(bound[g] <= bound[g + 1], "bounds");
     for (int64_t r = bound[g]; r < bound[g + 1]; r += kChunkRows)
       chunks.push_back({slot_of[g], r, std::min(r + kChunkRows, bound[g + 1])});
   }
-  for (int64_t i = 0; i < rows.numel(); ++i) TORCH_CHECK(p.row[i] >= 0 && p.row[i] < x.size(0), "row out of range");
+  // Each row once (the wrapper's groups partition the adapter rows): chunks write rows in parallel.
+  const int64_t n_rows = std::min(x.size(0), y.size(0));
+  for (int64_t i = 0; i < rows.numel(); ++i) TORCH_CHECK(p.row[i] >= 0 && p.row[i] < n_rows, "row out of range");
 
   at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t first, int64_t last) {
     std::vector<float> h(4 * p.nr), acc(4 * p.out);

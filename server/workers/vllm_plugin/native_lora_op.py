@@ -3,12 +3,13 @@
 Compiled here with ``-march=native`` because the vectorised loops are what make it fast (about
 1.4x slower built for plain AVX2 in a micro-benchmark on our CPUs), so a build is only reused
 on a machine with the same CPU features, torch and source: all part of the file name's key (a
-cached build needs no compiler). Builds happen in a private folder and are moved into the cache atomically: two workers
-starting at once may both compile (about 10 s on 2 cores), never read a half-written library.
+cached build needs no compiler). Builds happen in a private folder and are moved into the cache
+atomically: two workers starting at once may both compile (about 10 s on 2 cores), never read a
+half-written library; a cache folder that cannot be written means a private temporary build.
 ``deploy/install-python-env.sh`` builds it once at install time (``python -m`` this module).
 
-Anything that stops the build (no C++ compiler, no Python headers, a read-only cache) is
-logged and answered with None: the wrapper then runs its torch path, slower and just as correct.
+Anything that stops the build (no C++ compiler, no Python headers) is logged and answered with
+None: the wrapper then runs its torch path, slower and just as correct.
 """
 
 import hashlib
