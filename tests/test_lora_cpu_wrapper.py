@@ -199,3 +199,20 @@ def test_plugin_replaces_the_cpu_wrapper_unless_switched_off(monkeypatch):
         monkeypatch.setenv("PEFTSERVE_LORA_KERNEL", kernel)
         assert register(CpuLike(cpu=True)) == GROUPED_CPU_WRAPPER
     assert CpuLike.get_punica_wrapper() == GROUPED_CPU_WRAPPER
+
+
+@pytest.mark.parametrize("token_slots", [[-1, 0, 1, 3, 0], [2, 2, 2]], ids=["mixed", "one adapter for all"])
+def test_activations_that_are_not_bf16_take_the_torch_path(token_slots, path):
+    """bf16 LoRA weights (vLLM's --lora-dtype) on a float16 model: the native op reads bf16 only."""
+    a, b = stacked(0, QKV, live_slots=(0, 1, 2, 3))
+    wrapper = new_wrapper()
+    ids = [(11, 12, 13, 14)[s] if s >= 0 else 0 for s in token_slots]
+    wrapper.update_metadata(LoRAMapping(ids, ids, is_prefill=False), [11, 12, 13, 14], SLOTS + 1, 1000)
+    x = torch.randn(len(token_slots), IN).to(torch.float16)
+    y0 = torch.randn(len(token_slots), sum(QKV)).to(torch.float16)
+    y = y0.clone()
+    wrapper.add_lora_linear(y, x, a, b, 1.0, QKV)
+    torch.testing.assert_close(y.float(), reference(y0, x, a, b, token_slots), atol=0.1, rtol=0.02)
+    for t, s in enumerate(token_slots):
+        if s < 0:
+            assert torch.equal(y[t], y0[t])

@@ -6,6 +6,7 @@ The wrapper around it is tested in test_lora_cpu_wrapper.py, the engine in test_
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,12 +58,15 @@ SHAPES = {
     "single r8, odd widths": (40, 8, (37,)),
     "gate_up r32": (64, 32, (96, 96)),
     "r1": (16, 1, (8,)),
+    "o r16: one column block": (64, 16, (64,)),
+    "gate_up r48: six column blocks": (32, 48, (96, 96)),
 }
 BATCHES = {
     "decode: one row per slot, base rows between": [-1, 0, 1, -1, 2, 3, -1],
     "a prefill run: blocks of 4 rows, chunks of 8, a remainder": [2] * 23 + [-1, 0],
     "rows of a slot spread through the batch": [0, 1, 0, 1, 0, -1, 1, 0, 1, 0, 3],
     "one slot for every row": [1] * 5,
+    "two rows per slot": [0, 0, -1, 1, 1, 3, 3],
 }
 
 
@@ -99,6 +103,8 @@ def test_refuses_what_would_read_or_write_out_of_bounds(op):
         op(y.float(), x, a, b, rows, bounds, torch.tensor([1]), offsets, 1.0)
     with pytest.raises(RuntimeError, match="shapes"):
         op(y, x[:, :8], a, b, rows, bounds, torch.tensor([1]), offsets, 1.0)
+    with pytest.raises(RuntimeError, match="row listed twice"):  # two chunks would write one row
+        op(y, x, a, b, torch.tensor([1, 1]), bounds, torch.tensor([1]), offsets, 1.0)
     with pytest.raises(RuntimeError, match="bounds"):
         op(y, x, a, b, rows, torch.tensor([0, 5]), torch.tensor([1]), offsets, 1.0)
     with pytest.raises(RuntimeError, match="row out of range"):  # y has fewer rows than x
@@ -130,8 +136,19 @@ def test_build_is_cached_and_a_missing_compiler_means_the_torch_path(tmp_path):
     assert again.returncode == 0 and "loaded from" in again.stderr
 
 
+def test_a_damaged_cached_library_is_built_again(tmp_path):
+    assert build_in(tmp_path, {}).returncode == 0
+    (library,) = tmp_path.glob("*.so")
+    library.write_bytes(b"not a library")
+    again = build_in(tmp_path, {})
+    assert again.returncode == 0, again.stderr
+    assert library.read_bytes()[:4] == b"\x7fELF"
+
+
 def test_a_cache_folder_it_cannot_write_means_a_private_build(tmp_path):
     (tmp_path / "a-file").write_text("")  # no folder can be made below a file (root ignores modes)
     built = build_in(tmp_path / "a-file" / "cache", {})
     assert built.returncode == 0, built.stderr
     assert "loaded from /" in built.stderr and str(tmp_path) not in built.stderr.split("loaded from")[-1]
+    private = Path(built.stderr.split("loaded from")[-1].strip()).parent
+    assert not private.exists(), "the private build folder was left behind"

@@ -59,7 +59,7 @@ class FusedSlots:
     def expand(self, h: torch.Tensor, slot: int | None = None) -> torch.Tensor:
         """(..., n_slices * R) -> (..., out): each slice's rank block through its own B."""
         rank = self.b_t[0].shape[-2]
-        parts = [torch.matmul(h[..., i * rank:(i + 1) * rank], b if slot is None else b[slot])
+        parts = [torch.matmul(h[..., i * rank:(i + 1) * rank], (b if slot is None else b[slot]).float())
                  for i, b in enumerate(self.b_t)]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
@@ -128,20 +128,22 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         x2 = x.view(-1, x.shape[-1])  # (T, in)
         y2 = y.view(-1, y.shape[-1])
         y2 = y2.narrow(1, 0, fused.out_features)  # (T, out)
-        if fused.native:
+        if fused.native and x2.dtype == y2.dtype == torch.bfloat16:
             self._op(y2, x2, fused.a_t, fused.b_cat, plan.rows, plan.bounds, plan.group_slots, fused.offsets, scale)
             return
+        # The torch path; with the native op's bf16 cache only for a model whose activations are
+        # not bf16 (e.g. --dtype float16 --lora-dtype bfloat16): ``.float()`` is free on fp32.
         if plan.all_rows:  # e.g. a decode batch of one adapter's requests
             slot = plan.groups[0][0]
             rows_y = y2[:plan.num_tokens]
-            delta = fused.expand(x2[:plan.num_tokens].float() @ fused.a_t[slot], slot)  # (T, out)
+            delta = fused.expand(x2[:plan.num_tokens].float() @ fused.a_t[slot].float(), slot)  # (T, out)
             rows_y.add_((delta * scale if scale != 1.0 else delta).to(y2.dtype))
             return
         if plan.padded_rows is not None:
             _add_rows(y2, plan.padded_rows, _padded_lora(x2, fused, plan), scale)
         for slot, rows in plan.dense:
             xs = x2.index_select(0, rows).float()  # (n, in)
-            _add_rows(y2, rows, fused.expand(xs @ fused.a_t[slot], slot), scale)
+            _add_rows(y2, rows, fused.expand(xs @ fused.a_t[slot].float(), slot), scale)
 
     def _fused_weights(self, lora_a_stacked, lora_b_stacked) -> FusedSlots:
         key = id(lora_a_stacked[0])
@@ -237,9 +239,9 @@ def _padded_lora(x2: torch.Tensor, fused: FusedSlots, plan: RowPlan) -> torch.Te
     s, w = plan.width_slots, plan.width
     x_ext = torch.cat([x2[:plan.num_tokens], x2.new_zeros((1, x2.shape[1]))])  # (T+1, in): row T is zero
     xp = x_ext.index_select(0, plan.gather).float()  # (S*W, in)
-    h = torch.bmm(xp.view(s, w, -1), fused.a_t[:s])  # (S, W, n_slices*R)
+    h = torch.bmm(xp.view(s, w, -1), fused.a_t[:s].float())  # (S, W, n_slices*R)
     rank = fused.b_t[0].shape[-2]
-    parts = [torch.bmm(h[:, :, i * rank:(i + 1) * rank], b[:s]) for i, b in enumerate(fused.b_t)]  # (S, W, out_i)
+    parts = [torch.bmm(h[:, :, i * rank:(i + 1) * rank], b[:s].float()) for i, b in enumerate(fused.b_t)]  # (S, W, out_i)
     out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)  # (S, W, out)
     return out.view(s * w, -1).index_select(0, plan.valid)  # (N, out)
 

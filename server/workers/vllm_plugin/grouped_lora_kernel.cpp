@@ -10,6 +10,7 @@
 // Plain C++ in fixed-width blocks that the compiler vectorises for the machine it is built on
 // (the plugin compiles it there, with -march=native).
 #include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -250,6 +251,8 @@ void grouped_lora(at::Tensor y, const at::Tensor& x, const at::Tensor& a, const 
   TORCH_CHECK(x.dim() == 2 && y.dim() == 2 && x.stride(1) == 1 && y.stride(1) == 1, "row-major x, y");
   for (const auto* t : {&rows, &bounds, &group_slots, &offsets})
     TORCH_CHECK(t->scalar_type() == at::kLong && t->is_contiguous() && t->dim() == 1, "int64 index vectors");
+  TORCH_CHECK(offsets.numel() >= 2, "offsets");
+  at::assert_no_overlap(y, x);
   Problem p{};
   p.in = a.size(1);
   p.nr = a.size(2);
@@ -280,9 +283,15 @@ void grouped_lora(at::Tensor y, const at::Tensor& x, const at::Tensor& a, const 
     for (int64_t r = bound[g]; r < bound[g + 1]; r += kChunkRows)
       chunks.push_back({slot_of[g], r, std::min(r + kChunkRows, bound[g + 1])});
   }
-  // Each row once (the wrapper's groups partition the adapter rows): chunks write rows in parallel.
+  // Chunks write rows in parallel: each row once, and rows of y that do not overlap.
+  TORCH_CHECK(y.size(0) <= 1 || y.stride(0) >= p.out, "rows of y overlap");
   const int64_t n_rows = std::min(x.size(0), y.size(0));
-  for (int64_t i = 0; i < rows.numel(); ++i) TORCH_CHECK(p.row[i] >= 0 && p.row[i] < n_rows, "row out of range");
+  std::vector<bool> seen(n_rows, false);
+  for (int64_t i = 0; i < rows.numel(); ++i) {
+    TORCH_CHECK(p.row[i] >= 0 && p.row[i] < n_rows, "row out of range");
+    TORCH_CHECK(!seen[p.row[i]], "row listed twice");
+    seen[p.row[i]] = true;
+  }
 
   at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t first, int64_t last) {
     std::vector<float> h(4 * p.nr), acc(4 * p.out);

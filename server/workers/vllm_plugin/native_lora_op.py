@@ -46,7 +46,7 @@ def cache_dir() -> Path:
 def build_key() -> str:
     """Everything the compiled library depends on: reuse it only where all of it is the same."""
     parts = [SOURCE.read_bytes(), torch.__version__.encode(), " ".join(CFLAGS + LDFLAGS).encode(),
-             platform.machine().encode(), _cpu_features().encode()]
+             platform.machine().encode(), " ".join(platform.libc_ver()).encode(), _cpu_features().encode()]
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:20]
 
 
@@ -66,7 +66,11 @@ def library_path(key: str | None = None) -> Path:
 
 def load() -> Callable | None:
     """The op, built if this machine has no build of it yet; None (logged) when it cannot be."""
-    key = build_key()
+    try:
+        key = build_key()
+    except OSError as exc:  # e.g. the source is missing from an installed copy
+        log.warning("peftserve: native LoRA op unavailable (%s); using the torch path", exc)
+        return None
     if key not in _loaded:
         _loaded[key] = _load(key)
     return _loaded[key]
@@ -80,7 +84,11 @@ def _load(key: str) -> Callable | None:
             # static initialiser): whichever build this process loaded first stays.
             return _registered()
         if library.exists():
-            torch.ops.load_library(str(library))
+            try:
+                torch.ops.load_library(str(library))
+            except OSError:  # a damaged or foreign file under our key: build it again
+                library.unlink(missing_ok=True)
+                library = _build(key, library)
         else:
             library = _build(key, library)
         op = torch.ops.peftserve.grouped_lora
@@ -118,8 +126,8 @@ def _build(key: str, library: Path) -> Path:
                            build_directory=str(work), is_python_module=False, verbose=False, keep_intermediates=False)
         os.replace(work / f"{name}.so", library)
     finally:
-        if library.parent != work:
-            shutil.rmtree(work, ignore_errors=True)
+        # Loaded already (the mapping outlives the file), so a private temporary build is not kept.
+        shutil.rmtree(work, ignore_errors=True)
     return library
 
 
