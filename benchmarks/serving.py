@@ -6,19 +6,25 @@ Part 1, the engine (straight to a vLLM worker started with the product's own fla
   rank 8 and 16 on q,k,v,o and on all 7 linear modules, K = 1, 8, 32 distinct adapters and one K
   above the resident slots; throughput ratio to LoRA disabled, TTFT p50/p99. A short sweep of
   max_loras_per_batch (vLLM --max-loras) for the plugin.
+Replicates of the target cell (native, r=16 q,k,v,o, K=32, concurrency 16): fresh LoRA-disabled
+  and plugin workers side by side, alternating which goes first; the ratio per pair, its mean
+  and a 95% t interval over pairs (the pair is the unit of replication: worker starts vary).
 Part 2, the gateway (plugin): through the gateway vs the worker directly with the same adapters,
   cold adapter load, swap (evict + load), added latency at concurrency 1.
 All in one run (machines are noisy: compare ratios within a run). Prints tables and writes
 benchmarks/results/serving.json with the library versions and the commit.
 
     .venv/bin/python benchmarks/serving.py [--quick] [--skip-gateway]
+    .venv/bin/python benchmarks/serving.py --replicates-only --replicates 5 --out benchmarks/results/serving-target.json
 """
 
 import argparse
 import asyncio
 import contextlib
 import json
+import math
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.bench_support import (ADMIN_KEY, WORKER_HEADERS, WORKER_KEY, CACHE, PROMPT, ROOT, LoadResult,
                                       demo_base_dir, make_adapters, median, register, run_load, run_metadata,
                                       start_gateway, start_process, stop_process, stream_one, wait_http)
+from benchmarks.paired_stats import T95
 from server.workers.worker_process import CPU_WORKER_ENV, worker_command, worker_environment
 from server.settings import Settings
 
@@ -118,6 +125,39 @@ def max_loras_sweep(base_dir: Path, args, run_dir: Path) -> list[dict]:
                                           max_tokens=args.max_tokens, prompt=PROMPT))
         rows.append(row("sweep", "native", 32, [result], rank=16, targets="attn", max_loras=max_loras))
     return rows
+
+
+def target_replicates(base_dir: Path, args, run_dir: Path) -> dict:
+    """The issue's target cell, ``args.replicates`` times: (LoRA disabled, plugin K=32) pairs of fresh
+    workers, the order flipped every other pair so that drift over the run does not favour one."""
+    folders = make_adapters(base_dir, CACHE / "adapters", 32, rank=16, targets="attn")
+    names = [f"target-{i}" for i in range(32)]
+    settings = Settings(data_dir=run_dir / "target", max_resident_adapters=args.slots,
+                        max_loras_per_batch=args.max_loras)
+
+    def plugin() -> LoadResult:
+        with lora_worker(settings, base_dir, 8797, run_dir / "worker-target.log") as url:
+            load_direct(url, names, folders)
+            asyncio.run(run_load(url, names, requests=32, concurrency=args.concurrency, max_tokens=2, prompt=PROMPT))
+            return asyncio.run(run_load(url, names, requests=args.requests, concurrency=args.concurrency,
+                                        max_tokens=args.max_tokens, prompt=PROMPT))
+
+    pairs = []
+    for i in range(args.replicates):
+        print(f"[target] pair {i + 1}/{args.replicates} ...", flush=True)
+        if i % 2 == 0:
+            disabled, lora = measure_plain_worker(base_dir, args, run_dir), plugin()
+        else:
+            lora, disabled = plugin(), measure_plain_worker(base_dir, args, run_dir)
+        pairs.append({"disabled_tok_per_s": disabled.tok_per_s, "native_tok_per_s": lora.tok_per_s,
+                      "ratio": lora.tok_per_s / disabled.tok_per_s, "errors": disabled.errors + lora.errors,
+                      "disabled_first": i % 2 == 0})
+    ratios = [p["ratio"] for p in pairs]
+    mean = statistics.mean(ratios)
+    half = T95.get(len(ratios) - 1, 1.96) * statistics.stdev(ratios) / math.sqrt(len(ratios)) if len(ratios) > 1 else None
+    return {"cell": {"kernel": "native", "rank": 16, "targets": "attn", "k": 32, "max_loras": args.max_loras},
+            "pairs": pairs, "ratio_mean": mean, "ratio_ci95": None if half is None else [mean - half, mean + half],
+            "ratio_min": min(ratios), "ratio_max": max(ratios)}
 
 
 async def first_token_s(url: str, model: str, key: str | None) -> float:
@@ -256,12 +296,15 @@ def main() -> None:
     parser.add_argument("--skip-gateway", action="store_true", help="part 1 only")
     parser.add_argument("--gateway-only", action="store_true",
                         help="part 2 only (plus the LoRA-disabled reference); use with --out to keep part 1's file")
+    parser.add_argument("--replicates", type=int, default=3, help="pairs for the target cell (0: none)")
+    parser.add_argument("--replicates-only", action="store_true", help="only the target cell's pairs")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving.json")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.concurrency, args.max_tokens, args.rounds, args.slots = 16, 4, 8, 1, 4
         args.latency_pairs, args.max_loras, args.sweep_max_loras, args.ranks = 10, 2, [], [16]
+        args.replicates = min(args.replicates, 2)
     args.max_loras = args.max_loras or args.slots
     ks = [1, 8, 32] if not args.quick else [1, 2, 4]
     over = args.slots * 2
@@ -273,6 +316,12 @@ def main() -> None:
     results: dict = {"meta": run_metadata(), "settings": vars(args) | {"out": str(args.out)}, "engine_rows": [],
                      "gateway_rows": []}
 
+    if args.replicates_only:
+        results["target"] = target_replicates(base_dir, args, run_dir)
+        save(results, args.out)
+        print_target(results["target"])
+        print(f"\nwrote {args.out}")
+        return
     # LoRA disabled before and after the LoRA rows: its drift over the run shows the machine's noise.
     print("[engine] LoRA disabled ...", flush=True)
     disabled = [measure_plain_worker(base_dir, args, run_dir)]
@@ -283,6 +332,9 @@ def main() -> None:
     disabled.append(measure_plain_worker(base_dir, args, run_dir))
     results["disabled"] = [row("disabled", "disabled", 0, [d]) for d in disabled]
     save(results, args.out)  # part 1 is kept even if part 2 fails
+    if args.replicates and not args.gateway_only:
+        results["target"] = target_replicates(base_dir, args, run_dir)
+        save(results, args.out)
     if not args.skip_gateway:
         gateway_part(base_dir, args, run_dir, ks, over, results)
         save(results, args.out)
@@ -308,6 +360,18 @@ def disabled_tok_per_s(results: dict) -> float:
     return sum(r["tok_per_s"] for r in results["disabled"]) / len(results["disabled"])
 
 
+def print_target(target: dict) -> None:
+    c = target["cell"]
+    print(f"\ntarget cell ({c['kernel']}, r={c['rank']} {c['targets']}, K={c['k']}, max_loras={c['max_loras']}), "
+          f"{len(target['pairs'])} pairs of fresh workers:")
+    for i, p in enumerate(target["pairs"], 1):
+        print(f"  pair {i}: disabled {p['disabled_tok_per_s']:.1f} tok/s, plugin {p['native_tok_per_s']:.1f} tok/s, "
+              f"ratio {p['ratio']:.3f}{' (plugin first)' if not p['disabled_first'] else ''}, errors {p['errors']}")
+    ci = target["ratio_ci95"]
+    interval = f", 95% t interval [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+    print(f"  ratio mean {target['ratio_mean']:.3f}{interval}, range {target['ratio_min']:.3f}-{target['ratio_max']:.3f}")
+
+
 def print_tables(results: dict) -> None:
     base = disabled_tok_per_s(results)
     d = results["disabled"]
@@ -319,6 +383,8 @@ def print_tables(results: dict) -> None:
         if r["kind"] == "engine":
             print(f"{r['label']:<11}{r['targets']:<8}{r['rank']:>3}{r['k']:>4}{r['tok_per_s']:>9.1f}"
                   f"{r['tok_per_s'] / base:>12.3f}{r['ttft_ms_p50']:>10.0f}{r['ttft_ms_p99']:>10.0f}{r['errors']:>8}")
+    if results.get("target"):
+        print_target(results["target"])
     for r in results["engine_rows"]:
         if r["kind"] == "sweep":
             print(f"sweep: native, attn r=16, K=32, max_loras_per_batch={r['max_loras']}: {r['tok_per_s']:.1f} "

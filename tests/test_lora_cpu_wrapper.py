@@ -152,6 +152,28 @@ def test_module_without_weights_in_active_slots_is_skipped(path):
     assert wrapper._fused[id(a[0])].live == [False, False, True, False]
 
 
+def test_weight_caches_are_carved_from_the_wrapper_arena(path):
+    a, b = stacked(0, QKV, live_slots=(0, 1))
+    *_, wrapper = run(GroupedPunicaWrapperCPU, [0, 1, -1], a, b)
+    fused = wrapper._fused[id(a[0])]
+    slab = wrapper._arena._slab  # huge-page advised (tests/test_weight_arena.py)
+    assert all(slab.data_ptr() <= t.data_ptr() < slab.data_ptr() + slab.numel() for t in (fused.a_t, fused.b_cat))
+
+
+def test_steady_steps_reuse_the_active_slots_until_the_layout_changes(path):
+    a, b = stacked(0, (64,), live_slots=(2,))
+    y0, x, y, wrapper = run(GroupedPunicaWrapperCPU, [0, 1, -1], a, b)
+    assert torch.equal(y, y0)  # slots 0 and 1 have no weights here: skipped
+    a2, b2 = stacked(3, (64,), live_slots=(0, 1, 2, 3))
+    a[0].copy_(a2[0])  # the same slots now hold other adapters, with weights for this module
+    b[0].copy_(b2[0])
+    ids = [21, 12, 0]  # slot 0 gets a new adapter (21); slot 1 keeps 12, whose cached weights stay
+    wrapper.update_metadata(LoRAMapping(ids, ids, is_prefill=True), [21, 12, 13, 14], SLOTS + 1, 1000)
+    y1 = y0.clone()
+    wrapper.add_lora_linear(y1, x, a, b, 1.0, (64,))
+    torch.testing.assert_close(y1.float(), reference(y0, x, a, b, [0, -1, -1]), atol=0.1, rtol=0.02)
+
+
 def test_slot_reused_by_another_adapter_gets_its_new_weights(path):
     a, b = stacked(0, (64,), live_slots=(0, 1, 2, 3))
     token_slots = [1, 1, -1]

@@ -27,6 +27,7 @@ import torch
 from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
 from server.workers.vllm_plugin import lora_kernel
+from server.workers.vllm_plugin.weight_arena import WeightArena
 
 # Slots with a few rows each (decode) are batched, padded to the widest of them, while padding at
 # most doubles the rows (plus a little slack); a slot with many more rows than the typical one (a
@@ -46,6 +47,8 @@ class FusedSlots:
     live: list[bool]  # slot has non-zero weights for this module
     native: bool = False  # computed by the native op
     built_for: tuple = ()  # the whole layout last checked: equal means nothing to rebuild
+    active_for: tuple | None = None  # the step slots last filtered by ``live`` ...
+    active: tuple[int, ...] = ()  # ... and those of them with weights here (steady decode: same each step)
     b_t: list[torch.Tensor] = field(init=False)  # per slice (S, R, out_i): column views of b_cat
 
     def __post_init__(self):
@@ -95,6 +98,7 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         super().__init__(max_num_batched_tokens, max_batches, device, **kwargs)
         self._step = StepState()
         self._fused: dict[int, FusedSlots] = {}
+        self._arena = WeightArena()  # the caches, on huge pages where Linux grants them
         self._op = None
         if lora_kernel() == "native":
             from server.workers.vllm_plugin import native_lora_op
@@ -118,16 +122,22 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
     # ---- linear layers (q/k/v, o, gate/up, down) ----------------------------------------------
     def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, *, buffer=None,
                         **kwargs):
-        if not self._step.slots:
+        # Runs for every wrapped module of every layer in every step (~120 calls a step here):
+        # the Python around the op is kept to a few attribute reads in the steady state.
+        step = self._step
+        if not step.slots:
             return
         fused = self._fused_weights(lora_a_stacked, lora_b_stacked)
-        slots = tuple(s for s in self._step.slots if fused.live[s])
-        if not slots:
+        if fused.active_for != step.slots:
+            fused.active = tuple(s for s in step.slots if fused.live[s])
+            fused.active_for = step.slots
+        if not fused.active:
             return  # no adapter in this batch has weights for this module
-        plan = self._plan(slots)
-        x2 = x.view(-1, x.shape[-1])  # (T, in)
-        y2 = y.view(-1, y.shape[-1])
-        y2 = y2.narrow(1, 0, fused.out_features)  # (T, out)
+        plan = self._plan(fused.active)
+        x2 = x if x.dim() == 2 else x.view(-1, x.shape[-1])  # (T, in)
+        y2 = y if y.dim() == 2 else y.view(-1, y.shape[-1])
+        if y2.shape[1] != fused.out_features:
+            y2 = y2.narrow(1, 0, fused.out_features)  # (T, out)
         if fused.native and x2.dtype == y2.dtype == torch.bfloat16:
             self._op(y2, x2, fused.a_t, fused.b_cat, plan.rows, plan.bounds, plan.group_slots, fused.offsets, scale)
             return
@@ -151,13 +161,15 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         if fused is None:
             # vLLM stacks LoRA weights in the model's dtype; the native op is for bf16 models.
             native = self._op is not None and lora_a_stacked[0].dtype == torch.bfloat16
-            fused = self._fused[key] = new_fused_slots(lora_a_stacked, lora_b_stacked, native=native)
+            fused = self._fused[key] = new_fused_slots(lora_a_stacked, lora_b_stacked, native=native,
+                                                       zeros=self._arena.zeros)
         if fused.built_for != self._step.layout:
             for slot, lora_id in enumerate(self._step.layout):
                 if fused.layout[slot] != lora_id:
                     fill_slot(fused, slot, lora_a_stacked, lora_b_stacked)
                     fused.layout[slot] = lora_id
             fused.built_for = self._step.layout
+            fused.active_for = None  # ``live`` may have changed
         return fused
 
     # ---- rarely wrapped modules and the fully-sharded path: correct, not tuned -----------------
@@ -252,16 +264,19 @@ def _add_rows(y2: torch.Tensor, rows: torch.Tensor, delta: torch.Tensor, scale: 
     y2.index_add_(0, rows, delta.to(y2.dtype))
 
 
-def new_fused_slots(lora_a_stacked, lora_b_stacked, native: bool = False) -> FusedSlots:
+def new_fused_slots(lora_a_stacked, lora_b_stacked, native: bool = False, zeros=None) -> FusedSlots:
+    """``zeros(shape, dtype)`` allocates the caches (default: ``torch.zeros``, on the weights' device)."""
     slots, _, rank, in_features = lora_a_stacked[0].shape  # (S, 1, R, in)
     n = len(lora_a_stacked)
-    device = lora_a_stacked[0].device
+    if zeros is None:
+        device = lora_a_stacked[0].device
+        zeros = lambda shape, dtype: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
     dtype = torch.bfloat16 if native else torch.float32
     widths = [b.shape[2] for b in lora_b_stacked]  # b: (S, 1, out_i, R)
     return FusedSlots(
         layout=[None] * slots,
-        a_t=torch.zeros(slots, in_features, n * rank, dtype=dtype, device=device),
-        b_cat=torch.zeros(slots, rank, sum(widths), dtype=dtype, device=device),
+        a_t=zeros((slots, in_features, n * rank), dtype),
+        b_cat=zeros((slots, rank, sum(widths)), dtype),
         offsets=torch.tensor([0, *widths], dtype=torch.long).cumsum(0),
         live=[False] * slots, native=native)
 
