@@ -154,7 +154,8 @@ def target_replicates(base_dir: Path, args, run_dir: Path) -> dict:
                       "disabled_first": i % 2 == 0})
     ratios = [p["ratio"] for p in pairs]
     mean = statistics.mean(ratios)
-    half = T95.get(len(ratios) - 1, 1.96) * statistics.stdev(ratios) / math.sqrt(len(ratios)) if len(ratios) > 1 else None
+    half = (T95.get(len(ratios) - 1, 1.96) * statistics.stdev(ratios) / math.sqrt(len(ratios))
+            if len(ratios) > 1 else None)
     return {"cell": {"kernel": "native", "rank": 16, "targets": "attn", "k": 32, "max_loras": args.max_loras},
             "pairs": pairs, "ratio_mean": mean, "ratio_ci95": None if half is None else [mean - half, mean + half],
             "ratio_min": min(ratios), "ratio_max": max(ratios)}
@@ -366,10 +367,11 @@ def print_target(target: dict) -> None:
           f"{len(target['pairs'])} pairs of fresh workers:")
     for i, p in enumerate(target["pairs"], 1):
         print(f"  pair {i}: disabled {p['disabled_tok_per_s']:.1f} tok/s, plugin {p['native_tok_per_s']:.1f} tok/s, "
-              f"ratio {p['ratio']:.3f}{' (plugin first)' if not p['disabled_first'] else ''}, errors {p['errors']}")
+              f"ratio {p['ratio']:.3f}{'' if p['disabled_first'] else ' (plugin first)'}, errors {p['errors']}")
     ci = target["ratio_ci95"]
     interval = f", 95% t interval [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-    print(f"  ratio mean {target['ratio_mean']:.3f}{interval}, range {target['ratio_min']:.3f}-{target['ratio_max']:.3f}")
+    print(f"  ratio mean {target['ratio_mean']:.3f}{interval}, "
+          f"range {target['ratio_min']:.3f}-{target['ratio_max']:.3f}")
 
 
 def print_tables(results: dict) -> None:

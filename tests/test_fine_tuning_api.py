@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from tests.polling import eventually
 from tests.test_trans_peft import reverse_task
 
 FAST = {"method": "trans-peft", "p_m": 0.1, "p_c": 0.1, "rank": 8, "max_steps": 12, "learning_rate": 3e-3,
@@ -262,7 +263,9 @@ def test_pause_and_resume_continue_from_the_checkpoint_to_the_same_adapter(gatew
     assert any("paused at its last checkpoint" in m for m in messages) and any("resumed" in m for m in messages)
     resumed_at = messages.index(f"Resuming from the checkpoint at step {step}")
     assert all(e.data["step"] > step for e in events[resumed_at:] if e.data and "step" in e.data)
-    assert not services.fine_tuning.blobs.exists(stored.checkpoint_sha256)  # released when the job ended
+    # Released after the job ended: the runner releases it just after the status turns terminal.
+    eventually(lambda: not services.fine_tuning.blobs.exists(stored.checkpoint_sha256), 30,
+               what="the ended job's checkpoint blob released")
     with gateway.client(client.api_key) as c:
         sha = {name: c.get(f"/v1/adapters/{name}").json()["versions"][0]["sha256"]
                for name in (straight.fine_tuned_model, done.fine_tuned_model)}

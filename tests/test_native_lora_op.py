@@ -4,6 +4,8 @@ The wrapper around it is tested in test_lora_cpu_wrapper.py, the engine in test_
 """
 
 import os
+import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +21,26 @@ def op():
     loaded = native_lora_op.load()
     assert loaded is not None, "the native LoRA op did not build on this machine (see the log)"
     return loaded
+
+
+@pytest.fixture(scope="module")
+def op_avx2(tmp_path_factory):
+    """The op as a machine without AVX-512 builds it (8-float vectors), run on this CPU; a copy of
+    the source under another namespace (one process cannot load two libraries for one)."""
+    flags = native_lora_op._cpu_features().split()
+    if platform.machine() != "x86_64" or not {"avx2", "fma", "bmi2"} <= set(flags):
+        pytest.skip("not an x86-64 CPU with AVX2")
+    from torch.utils import cpp_extension
+
+    work = tmp_path_factory.mktemp("avx2-build")
+    variant, n = re.subn(r"TORCH_LIBRARY(_IMPL)?\(peftserve", r"TORCH_LIBRARY\1(peftserve_avx2",
+                         native_lora_op.SOURCE.read_text())
+    assert n == 2
+    (work / "avx2.cpp").write_text(variant)
+    cflags = [f for f in native_lora_op.CFLAGS if f != "-march=native"] + ["-march=x86-64-v3"]
+    cpp_extension.load(name="peftserve_avx2_test", sources=[str(work / "avx2.cpp")], extra_cflags=cflags,
+                       extra_ldflags=list(native_lora_op.LDFLAGS), build_directory=str(work), is_python_module=False)
+    return torch.ops.peftserve_avx2.grouped_lora
 
 
 def weights(slots, in_features, rank, outs, seed=0):
@@ -72,7 +94,9 @@ BATCHES = {
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
 @pytest.mark.parametrize("token_slots", BATCHES.values(), ids=BATCHES.keys())
-def test_matches_an_fp32_reference_and_leaves_other_rows_alone(op, shape, token_slots):
+@pytest.mark.parametrize("build", ["op", "op_avx2"], ids=["native build", "AVX2 build"])
+def test_matches_an_fp32_reference_and_leaves_other_rows_alone(request, build, shape, token_slots):
+    op = request.getfixturevalue(build)
     in_features, rank, outs = shape
     a, b, offsets = weights(4, in_features, rank, outs)
     gen = torch.Generator().manual_seed(1)
