@@ -21,6 +21,7 @@ show: the engine's step (benchmarks/lora_profile.py, serving.py), other CPUs or 
 import json
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -64,6 +65,7 @@ def op_without_prefetch():
     cpp_extension.load(name="no_prefetch", sources=[str(work / "no_prefetch.cpp")], build_directory=str(work),
                        extra_cflags=list(native_lora_op.CFLAGS), extra_ldflags=list(native_lora_op.LDFLAGS),
                        is_python_module=False, verbose=False)
+    shutil.rmtree(work, ignore_errors=True)  # loaded already: the mapping outlives the file
     return torch.ops.peftserve_bench.grouped_lora
 
 

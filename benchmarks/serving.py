@@ -133,7 +133,7 @@ def target_replicates(base_dir: Path, args, run_dir: Path) -> dict:
     folders = make_adapters(base_dir, CACHE / "adapters", 32, rank=16, targets="attn")
     names = [f"target-{i}" for i in range(32)]
     settings = Settings(data_dir=run_dir / "target", max_resident_adapters=args.slots,
-                        max_loras_per_batch=args.max_loras)
+                        max_loras_per_batch=args.max_loras, lora_kernel="native")
 
     def plugin() -> LoadResult:
         with lora_worker(settings, base_dir, 8797, run_dir / "worker-target.log") as url:
