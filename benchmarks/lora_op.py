@@ -9,17 +9,20 @@ included), interleaved round by round in this one process:
 - ``torch``: the wrapper's fallback path (fp32 caches, torch matmuls);
 - ``native, 4 KiB pages``: the op, caches from ``torch.zeros`` (what the wrapper did before);
 - ``native, no prefetch``: the op built from the same source without its software prefetch;
-- ``native``: the op and caches as shipped (huge-page arena, prefetch).
+- ``native``: the op and caches as shipped (huge-page arena, prefetch);
+- ``native, AVX2 build``: as shipped but compiled for x86-64-v3 (x86 only), as a machine
+  without AVX-512 builds it.
 Then one long prefill call (1024 rows of one adapter): native vs torch.
 
 Prints a table and writes benchmarks/results/lora_op.json (versions, commit). What it does not
 show: the engine's step (benchmarks/lora_profile.py, serving.py), other CPUs or thread counts.
 
-    .venv/bin/python benchmarks/lora_op.py      # ~2 min on 2 cores (builds one variant)
+    .venv/bin/python benchmarks/lora_op.py      # ~1 min on 2 cores (builds two variants)
 """
 
 import json
 import os
+import platform
 import re
 import shutil
 import statistics
@@ -51,22 +54,25 @@ def stacked(gen: torch.Generator, outs: tuple[int, ...]):
     return a, b
 
 
-def op_without_prefetch():
-    """The shipped source with its prefetch removed, under another op namespace (one process
-    cannot load two libraries for the same one)."""
+def op_variant(namespace: str, *, no_prefetch: bool = False, march: str = "native"):
+    """The shipped source built another way, under its own op namespace (one process cannot load
+    two libraries for the same one): without its software prefetch, or for another ``-march``."""
     from torch.utils import cpp_extension
 
-    source = native_lora_op.SOURCE.read_text()
-    variant, n = re.subn(r"__builtin_prefetch\([^;]*\);", "(void)at;", source)
-    variant, m = re.subn(r"TORCH_LIBRARY(_IMPL)?\(peftserve", r"TORCH_LIBRARY\1(peftserve_bench", variant)
+    variant, m = re.subn(r"TORCH_LIBRARY(_IMPL)?\(peftserve", rf"TORCH_LIBRARY\1({namespace}",
+                         native_lora_op.SOURCE.read_text())
+    n = 1
+    if no_prefetch:
+        variant, n = re.subn(r"__builtin_prefetch\([^;]*\);", "(void)at;", variant)
     assert n == 1 and m == 2, "the kernel source changed: update this benchmark's variant"
     work = Path(tempfile.mkdtemp(prefix="lora-op-bench-"))
-    (work / "no_prefetch.cpp").write_text(variant)
-    cpp_extension.load(name="no_prefetch", sources=[str(work / "no_prefetch.cpp")], build_directory=str(work),
-                       extra_cflags=list(native_lora_op.CFLAGS), extra_ldflags=list(native_lora_op.LDFLAGS),
+    (work / f"{namespace}.cpp").write_text(variant)
+    cflags = [f for f in native_lora_op.CFLAGS if not f.startswith("-march=")] + [f"-march={march}"]
+    cpp_extension.load(name=namespace, sources=[str(work / f"{namespace}.cpp")], build_directory=str(work),
+                       extra_cflags=cflags, extra_ldflags=list(native_lora_op.LDFLAGS),
                        is_python_module=False, verbose=False)
     shutil.rmtree(work, ignore_errors=True)  # loaded already: the mapping outlives the file
-    return torch.ops.peftserve_bench.grouped_lora
+    return getattr(torch.ops, namespace).grouped_lora
 
 
 def new_wrapper(kernel: str, token_ids: list[int], layout: list[int], *, op=None, plain_pages=False):
@@ -106,9 +112,13 @@ def main() -> None:
     variants = {
         "torch": new_wrapper("torch", token_ids, layout),
         "native, 4 KiB pages": new_wrapper("native", token_ids, layout, plain_pages=True),
-        "native, no prefetch": new_wrapper("native", token_ids, layout, op=op_without_prefetch()),
+        "native, no prefetch": new_wrapper("native", token_ids, layout,
+                                           op=op_variant("peftserve_no_prefetch", no_prefetch=True)),
         "native": new_wrapper("native", token_ids, layout),
     }
+    if platform.machine() == "x86_64":  # what a machine without AVX-512 compiles (8-float vectors)
+        variants["native, AVX2 build"] = new_wrapper("native", token_ids, layout,
+                                                     op=op_variant("peftserve_avx2", march="x86-64-v3"))
     times: dict[str, list[float]] = {name: [] for name in variants}
     for wrapper in variants.values():
         decode_step(wrapper, layers, base, x, ys)  # fills the caches

@@ -87,8 +87,8 @@ class WorkerSettings(StoreSettings):
     """vLLM ``--max-loras``: distinct adapters that can share one batch on a worker; default (and
     at most) max_resident_adapters. Requests for further adapters wait until a slot frees, so a batch
     holds at most this many distinct adapters, and each adapter swapped into a slot is copied: with
-    16 requests in flight over 32 adapters the serving benchmark (native op) ran at 0.26x of LoRA
-    disabled at 4, 0.47x at 8, 0.72x at 16 and 0.79x at 32 (docs/BENCHMARKS.md)."""
+    16 requests in flight over 32 adapters the serving benchmark (native op, one run) ran at 0.26x
+    of LoRA disabled at 4, 0.47x at 8, 0.75x at 16 and 0.79x at 32 (docs/BENCHMARKS.md)."""
 
     lora_target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_LORA_TARGETS), min_length=1)
     """Modules the workers apply LoRA to (vLLM ``--lora-target-modules``); uploads and training may

@@ -27,10 +27,8 @@ def op():
 def op_avx2(tmp_path_factory):
     """The op as a machine without AVX-512 builds it (8-float vectors), run on this CPU; a copy of
     the source under another namespace (one process cannot load two libraries for one)."""
-    flags = native_lora_op._cpu_features().split()
-    if platform.machine() != "x86_64" or not {"avx2", "fma", "bmi2"} <= set(flags):
-        pytest.skip("not an x86-64 CPU with AVX2")
     from torch.utils import cpp_extension
+
 
     work = tmp_path_factory.mktemp("avx2-build")
     variant, n = re.subn(r"TORCH_LIBRARY(_IMPL)?\(peftserve", r"TORCH_LIBRARY\1(peftserve_avx2",
@@ -92,9 +90,14 @@ BATCHES = {
 }
 
 
+# Every x86-64 machine this project runs on has AVX2 (the build fails loudly on one without); the
+# AVX2 build is an x86 question, so other CPUs test their native build only.
+BUILDS = {"native build": "op", **({"AVX2 build": "op_avx2"} if platform.machine() == "x86_64" else {})}
+
+
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
 @pytest.mark.parametrize("token_slots", BATCHES.values(), ids=BATCHES.keys())
-@pytest.mark.parametrize("build", ["op", "op_avx2"], ids=["native build", "AVX2 build"])
+@pytest.mark.parametrize("build", BUILDS.values(), ids=BUILDS.keys())
 def test_matches_an_fp32_reference_and_leaves_other_rows_alone(request, build, shape, token_slots):
     op = request.getfixturevalue(build)
     in_features, rank, outs = shape

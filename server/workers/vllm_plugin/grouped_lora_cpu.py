@@ -264,13 +264,10 @@ def _add_rows(y2: torch.Tensor, rows: torch.Tensor, delta: torch.Tensor, scale: 
     y2.index_add_(0, rows, delta.to(y2.dtype))
 
 
-def new_fused_slots(lora_a_stacked, lora_b_stacked, native: bool = False, zeros=None) -> FusedSlots:
-    """``zeros(shape, dtype)`` allocates the caches (default: ``torch.zeros``, on the weights' device)."""
+def new_fused_slots(lora_a_stacked, lora_b_stacked, native: bool, zeros) -> FusedSlots:
+    """``zeros(shape, dtype)`` allocates the caches (the wrapper's ``WeightArena.zeros``)."""
     slots, _, rank, in_features = lora_a_stacked[0].shape  # (S, 1, R, in)
     n = len(lora_a_stacked)
-    if zeros is None:
-        device = lora_a_stacked[0].device
-        zeros = lambda shape, dtype: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
     dtype = torch.bfloat16 if native else torch.float32
     widths = [b.shape[2] for b in lora_b_stacked]  # b: (S, 1, out_i, R)
     return FusedSlots(

@@ -44,8 +44,8 @@ inline uint16_t narrow(float f) {  // round to nearest even, as torch does; NaN 
 
 // Weights come from DRAM (the base model's layers evict them between steps) and one core's
 // hardware prefetcher stops at each 4 KiB page: asking for the line this far ahead of the one
-// being read keeps more misses in flight (a decode step's calls 1.17x slower without it, with the
-// caches on huge pages: benchmarks/lora_op.py).
+// being read keeps more misses in flight (a decode step's calls 1.1-1.2x slower without it, with
+// the caches on huge pages: benchmarks/lora_op.py).
 constexpr int64_t kPrefetchBytes = 1024;
 
 inline void prefetch_ahead(const uint16_t* at) {

@@ -1,8 +1,9 @@
 """Builds and loads ``torch.ops.peftserve.grouped_lora`` (grouped_lora_kernel.cpp) on this machine.
 
-Compiled here with ``-march=native`` because the vectorised loops are what make it fast (about
-1.4x slower built for plain AVX2 in a micro-benchmark on our CPUs), so a build is only reused
-on a machine with the same CPU features, torch and source: all part of the file name's key (a
+Compiled here with ``-march=native`` because the vectorised loops are what make it fast where
+the arithmetic counts (an AVX2 build: 1.05x slower in a memory-bound decode step,
+benchmarks/lora_op.py; 1.4x on one call in an earlier one-off measurement), so a build is only
+reused on a machine with the same CPU features, torch and source: all part of the file name's key (a
 cached build needs no compiler). Builds happen in a private folder and are moved into the cache
 atomically: two workers starting at once may both compile (about 10 s on 2 cores), never read a
 half-written library; a cache folder that cannot be written means a private temporary build.

@@ -4,7 +4,7 @@ that Linux is asked to back with transparent huge pages.
 Why: every decode step reads each active adapter's cached weights from DRAM (the base model's
 layers evict them in between), tens of MB per step spread over hundreds of small tensors. With
 4 KiB pages those reads also miss the TLB and stop the hardware prefetcher at every page: on
-them a decode step's native calls took 1.20x as long (``benchmarks/lora_op.py``). Linux's default
+them a decode step's native calls took 1.2-1.3x as long (``benchmarks/lora_op.py``). Linux's default
 THP mode is ``madvise``, so nothing is huge unless asked for. Where the call is missing (not
 Linux) or refused, the slabs are ordinary pages: same numbers, a little slower.
 
